@@ -1,0 +1,757 @@
+"""The resolver: references in, values and leases out, cached inside their lease.
+
+Thread-safe. A warm hit is a dict lookup and a clock read. Cold requests for one reference are
+collapsed into one store read (single flight). Renewable leases are renewed at ~2/3 of their TTL
+by one timer thread; at ``max_ttl`` (or for non-renewable leases) a fresh credential is issued
+ahead of time and ``on_rotate`` callbacks fire. ``close()`` revokes every lease it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+import typing
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import masking
+from ._config import Config, load_config, parse_duration
+from ._exceptions import (
+    AccessDenied,
+    BackendUnavailable,
+    ConfigError,
+    LeaselineError,
+    SecretNotFound,
+    UnknownStore,
+)
+from ._refs import SecretRef, parse
+from ._registry import backend_class, known_types
+from ._renewal import Scheduler, renewal_time
+from ._retry import call_with_retry
+from ._secret import Lease, Secret
+from .audit import Auditor, NullAuditor, build_auditor
+from .backends import Backend, BackendContext, ReadResult, SecretMetadata
+
+__all__ = ["LeaseHandle", "Resolver", "RotateCallback"]
+
+log = logging.getLogger("leaseline")
+
+RotateCallback = Callable[[str, Secret, Secret], None]
+T = typing.TypeVar("T")
+_FOREVER = math.inf
+
+
+@dataclass(slots=True)
+class _Entry:
+    ref: SecretRef
+    secret: Secret
+    refresh_at: float
+    serve_until: float
+    base_ttl: float = 0.0
+
+
+class _Flight:
+    __slots__ = ("error", "event", "result")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: _Entry | None = None
+        self.error: BaseException | None = None
+
+
+class Resolver:
+    """Resolves secret references through the configured stores.
+
+    ``Resolver()`` builds itself from the environment and the config file;
+    ``Resolver.from_config(path)`` from a file; ``Resolver(config, stores={...})`` from parts.
+
+    >>> with Resolver() as r:  # doctest: +SKIP
+    ...     key = r.resolve("vault://secret/llm/openai#api_key")
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        stores: Mapping[str, Backend] | None = None,
+        cache: bool | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        masker: masking.Masker | None = None,
+        auditor: Auditor | NullAuditor | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self._config = config if config is not None else load_config()
+        settings = self._config.resolver
+        self._settings = settings
+        self._cache_on = settings.cache if cache is None else cache
+        self._clock = clock
+        self._rng = rng
+        self._masker = masker or masking.masker()
+        masking.install_logging(self._masker)
+        self._lock = threading.RLock()
+        self._backends: dict[str, Backend] = dict(stores or {})
+        self._refresh_after: dict[str, float] = {}
+        self._parsed: dict[str, SecretRef] = {}
+        self._cache: dict[str, _Entry] = {}
+        self._misses: dict[str, tuple[float, str]] = {}
+        self._flights: dict[str, _Flight] = {}
+        self._holders: Counter[str] = Counter()
+        self._key_callbacks: defaultdict[str, list[RotateCallback]] = defaultdict(list)
+        self._callbacks: list[RotateCallback] = []
+        self._retired: list[tuple[str, str, Lease]] = []
+        self._scheduler = Scheduler(clock)
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+        #: store requests made, per reference key (tests and benchmarks read this)
+        self.requests: Counter[str] = Counter()
+        self._auditor: Auditor | NullAuditor = NullAuditor()
+        self._auditor = auditor if auditor is not None else self._build_auditor()
+        _live.add(self)
+        if handle_signals:
+            _install_sigterm_handler()
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> Resolver:
+        """A resolver from the config file at ``path`` (environment variables still apply)."""
+        return cls(load_config(path), **kwargs)
+
+    def _build_auditor(self) -> Auditor | NullAuditor:
+        section = self._config.section("audit")
+        try:
+            return build_auditor(section, resolve=self.resolve)
+        except OSError as exc:
+            raise ConfigError(f"[audit] sink cannot be opened: {exc}") from None
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def auditor(self) -> Auditor | NullAuditor:
+        return self._auditor
+
+    def __enter__(self) -> Resolver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Resolver stores={sorted(self._backends)} cached={len(self._cache)}>"
+
+    # -- stores ---------------------------------------------------------------------------------
+
+    def store_names(self) -> list[str]:
+        """Configured store names plus the default store of every built-in type."""
+        return sorted(set(self._config.stores) | set(known_types()) | set(self._backends))
+
+    def backend(self, store: str) -> Backend:
+        """The backend of store ``store``, built on first use.
+
+        Raises :class:`UnknownStore` listing the configured stores and the store types.
+        """
+        backend = self._backends.get(store)
+        if backend is not None:
+            return backend
+        with self._lock:
+            backend = self._backends.get(store)
+            if backend is not None:
+                return backend
+            table = dict(self._config.stores.get(store, {}))
+            type_ = str(table.get("type", store))
+            try:
+                cls = backend_class(type_)
+            except LookupError:
+                configured = ", ".join(sorted(self._config.stores)) or "none"
+                if store in self._config.stores:
+                    raise ConfigError(
+                        f"[stores.{store}] has type '{type_}', which is not a store type; "
+                        f"known types: {', '.join(known_types())}"
+                    ) from None
+                raise UnknownStore(
+                    f"unknown store '{store}': it is not configured (configured stores: "
+                    f"{configured}) and not a store type ({', '.join(known_types())}); "
+                    f"add [stores.{store}] with a 'type' to leaseline.toml",
+                    store=store,
+                ) from None
+            refresh = table.pop("refresh_after", None)
+            if refresh is not None:
+                self._refresh_after[store] = parse_duration(
+                    refresh, f"stores.{store}.refresh_after"
+                )
+            context = BackendContext(
+                clock=self._clock, resolve=self.resolve, task_ttl=self._settings.task_ttl
+            )
+            backend = typing.cast(Backend, cls(store, table, context))
+            self._backends[store] = backend
+            return backend
+
+    # -- parsing --------------------------------------------------------------------------------
+
+    def parse(self, ref: str | SecretRef) -> SecretRef:
+        """Parse ``ref`` with this resolver's aliases (memoised)."""
+        if isinstance(ref, SecretRef):
+            return ref
+        parsed = self._parsed.get(ref)
+        if parsed is None:
+            parsed = parse(ref, aliases=self._config.aliases)
+            if len(self._parsed) > 10_000:
+                self._parsed.clear()
+            self._parsed[ref] = parsed
+        return parsed
+
+    # -- the read path --------------------------------------------------------------------------
+
+    def get(self, ref: str | SecretRef) -> Secret:
+        """The :class:`Secret` behind ``ref`` (every field of it), from cache when valid.
+
+        Raises :class:`InvalidReference`, :class:`UnknownStore`, :class:`SecretNotFound`,
+        :class:`AccessDenied`, :class:`BackendUnavailable`, :class:`BackendNotInstalled`.
+        """
+        parsed = self._parsed.get(ref) if type(ref) is str else None
+        if parsed is None:
+            parsed = self.parse(ref)
+        entry = self._cache.get(parsed.key)
+        if entry is not None:
+            now = self._clock()
+            if now < entry.refresh_at:
+                if self._auditor.enabled:
+                    self._auditor.hit(parsed.key, parsed.store)
+                return entry.secret
+            if now < entry.serve_until:
+                self._refresh_in_background(entry, now)
+                if self._auditor.enabled:
+                    self._auditor.hit(parsed.key, parsed.store)
+                return entry.secret
+        return self._load(parsed).secret
+
+    def resolve(self, ref: str | SecretRef) -> str:
+        """The value ``ref`` points at: its ``#field``, or the only field of a one-field secret.
+
+        >>> Resolver().resolve("env://HOME")  # doctest: +SKIP
+        '/root'
+        """
+        parsed = self._parsed.get(ref) if type(ref) is str else None
+        if parsed is None:
+            parsed = self.parse(ref)
+        return self.get(parsed).reveal(parsed.field)
+
+    async def aget(self, ref: str | SecretRef) -> Secret:
+        """:meth:`get` for asyncio: a warm hit returns at once, a cold read runs in a thread."""
+        parsed = self.parse(ref)
+        entry = self._cache.get(parsed.key)
+        if entry is not None and self._clock() < entry.refresh_at:
+            return self.get(parsed)
+        return await asyncio.to_thread(self.get, parsed)
+
+    async def aresolve(self, ref: str | SecretRef) -> str:
+        """:meth:`resolve` for asyncio; never blocks the event loop."""
+        parsed = self.parse(ref)
+        return (await self.aget(parsed)).reveal(parsed.field)
+
+    def invalidate(self, ref: str | SecretRef) -> None:
+        """Forget the cached value of ``ref`` (any field) so the next request reads the store.
+
+        The lease, if any, is kept until it expires or the resolver closes.
+        """
+        parsed = self.parse(ref)
+        with self._lock:
+            entry = self._cache.pop(parsed.key, None)
+            self._misses.pop(parsed.key, None)
+            if entry is not None and entry.secret.lease and entry.secret.lease.id:
+                self._scheduler.cancel(("renew", parsed.key))
+                self._retired.append((parsed.store, parsed.key, entry.secret.lease))
+
+    def metadata(self, ref: str | SecretRef) -> SecretMetadata:
+        """The store's own metadata for ``ref`` (ages and versions, for rotation checks)."""
+        parsed = self.parse(ref)
+        backend = self.backend(parsed.store)
+        return self._call(parsed, "metadata", lambda: backend.metadata(parsed))
+
+    def _load(self, ref: SecretRef, *, force: bool = False) -> _Entry:
+        key = ref.key
+        with self._lock:
+            if self._closed:
+                raise LeaselineError("this resolver is closed; create a new one", ref=key)
+            if not force:
+                entry = self._cache.get(key)
+                if entry is not None and self._clock() < entry.serve_until:
+                    return entry
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.event.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.result is not None
+            return flight.result
+        try:
+            entry = self._fetch(ref)
+            flight.result = entry
+            return entry
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.event.set()
+
+    def _call(self, ref: SecretRef, what: str, fn: Callable[[], T]) -> T:
+        """One store call with retries inside the deadline and one re-login on denial."""
+        backend = self.backend(ref.store)
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except AccessDenied:
+                relogin = getattr(backend, "reauthenticate", None)
+                if relogin is None:
+                    raise
+                relogin()
+                return fn()
+
+        return call_with_retry(
+            attempt, deadline=self._settings.deadline, what=f"{what} {ref.key}", rng=self._rng
+        )
+
+    def _fetch(self, ref: SecretRef) -> _Entry:
+        key = ref.key
+        now = self._clock()
+        miss = self._misses.get(key)
+        if miss is not None and now < miss[0]:
+            raise SecretNotFound(miss[1], ref=key, store=ref.store)
+        backend = self.backend(ref.store)
+        started = time.monotonic()
+        self.requests[key] += 1
+        try:
+            result: ReadResult = self._call(ref, "reading", lambda: backend.read(ref))
+        except LeaselineError as exc:
+            latency = (time.monotonic() - started) * 1000
+            if exc.ref is None:
+                exc.ref = key
+            if isinstance(exc, SecretNotFound):
+                self._misses[key] = (self._clock() + self._settings.negative_ttl, exc.message)
+                outcome = "not_found"
+            elif isinstance(exc, AccessDenied):
+                outcome = "denied"
+            else:
+                outcome = "error"
+            self._auditor.emit(
+                "read",
+                ref=key,
+                store=ref.store,
+                outcome=outcome,
+                latency_ms=latency,
+                error=type(exc).__name__,
+            )
+            stale = self._cache.get(key)
+            if (
+                isinstance(exc, BackendUnavailable)
+                and stale is not None
+                and self._clock() < stale.serve_until
+            ):
+                log.warning(
+                    "leaseline: %s unavailable; serving %s from cache inside its lease",
+                    ref.store,
+                    key,
+                )
+                return stale
+            raise
+        latency = (time.monotonic() - started) * 1000
+        values = list(result.fields.values())
+        self._masker.add_many(values)
+        now = self._clock()
+        lease = result.lease
+        secret = Secret(key, result.fields, lease, version=result.version)
+        self._auditor.emit(
+            "lease_issue" if lease and lease.id else "read",
+            ref=key,
+            store=ref.store,
+            fields=result.fields.keys(),
+            values=values,
+            latency_ms=latency,
+            lease_id=lease.id if lease else None,
+            identity=result.identity,
+        )
+        entry = self._entry_for(ref, secret, now)
+        if self._cache_on:
+            with self._lock:
+                old = self._cache.get(key)
+                self._cache[key] = entry
+                self._misses.pop(key, None)
+            if lease is not None and lease.id and lease.renewable:
+                self._schedule(
+                    ("renew", key),
+                    renewal_time(now, lease.ttl, self._rng),
+                    lambda: self._renew(key),
+                )
+            if old is not None and old.secret is not secret:
+                self._rotated(ref, old, entry)
+        elif lease is not None and lease.id:
+            with self._lock:
+                self._retired.append((ref.store, key, lease))
+        return entry
+
+    def _entry_for(self, ref: SecretRef, secret: Secret, now: float) -> _Entry:
+        lease = secret.lease
+        if lease is None:
+            refresh = self._refresh_after.get(ref.store)
+            if refresh is None:
+                refresh = getattr(self.backend(ref.store), "default_refresh_after", None)
+            if refresh is None:
+                refresh = self._settings.refresh_after
+            return _Entry(ref, secret, refresh_at=now + refresh, serve_until=_FOREVER)
+        ttl = max(0.0, lease.expires_at - now)
+        margin = min(self._settings.safety_margin, ttl / 10)
+        serve_until = lease.expires_at - margin
+        if lease.renewable and lease.id:
+            refresh_at = serve_until  # renewal keeps it fresh; see _renew
+        else:
+            refresh_at = renewal_time(now, ttl, self._rng)
+        return _Entry(ref, secret, refresh_at, serve_until, base_ttl=lease.ttl)
+
+    def _refresh_in_background(self, entry: _Entry, now: float) -> None:
+        key = entry.ref.key
+        if key in self._flights or self._closed:
+            return
+        entry.refresh_at = now + 1.0  # don't re-trigger on every hit while this runs
+
+        def refresh() -> None:
+            try:
+                self._load(entry.ref, force=True)
+            except LeaselineError as exc:
+                log.warning(
+                    "leaseline: refreshing %s failed (%s); still serving the cached value",
+                    key,
+                    type(exc).__name__,
+                )
+                entry.refresh_at = self._clock() + min(30.0, max(1.0, self._settings.negative_ttl))
+
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(4, thread_name_prefix="leaseline-refresh")
+            executor = self._executor
+        try:
+            executor.submit(refresh)
+        except RuntimeError:  # shutting down
+            pass
+
+    # -- renewal and rotation -------------------------------------------------------------------
+
+    def _schedule(self, job: tuple[str, str], when: float, fn: Callable[[], None]) -> None:
+        self._scheduler.at(when, job, fn)
+        self._scheduler.start()
+
+    def _renew(self, key: str) -> None:
+        entry = self._cache.get(key)
+        if entry is None or entry.secret.lease is None or self._closed:
+            return
+        lease = entry.secret.lease
+        backend = self.backend(entry.ref.store)
+        now = self._clock()
+        started = time.monotonic()
+        try:
+            renewed: Lease = self._call(entry.ref, "renewing", lambda: backend.renew(lease))
+        except LeaselineError as exc:
+            self._auditor.emit(
+                "lease_renew",
+                ref=key,
+                store=entry.ref.store,
+                outcome="error",
+                lease_id=lease.id,
+                error=type(exc).__name__,
+            )
+            remaining = lease.expires_at - self._clock()
+            if remaining > 3 * self._settings.safety_margin and remaining > 5:
+                self._schedule(
+                    ("renew", key),
+                    self._clock() + min(30.0, remaining / 3),
+                    lambda: self._renew(key),
+                )
+            else:
+                self._reissue(key)
+            return
+        self._auditor.emit(
+            "lease_renew",
+            ref=key,
+            store=entry.ref.store,
+            lease_id=lease.id,
+            latency_ms=(time.monotonic() - started) * 1000,
+        )
+        entry.secret.lease = renewed
+        entry.serve_until = renewed.expires_at - min(self._settings.safety_margin, renewed.ttl / 10)
+        entry.refresh_at = entry.serve_until
+        capped = renewed.ttl < 0.9 * entry.base_ttl or (
+            renewed.max_expires_at is not None and renewed.expires_at >= renewed.max_expires_at
+        )
+        when = renewal_time(now, renewed.ttl, self._rng)
+        if capped:  # max_ttl reached: issue a fresh credential before this one ends
+            self._schedule(("renew", key), when, lambda: self._reissue(key))
+        else:
+            self._schedule(("renew", key), when, lambda: self._renew(key))
+
+    def _reissue(self, key: str) -> None:
+        entry = self._cache.get(key)
+        if entry is None or self._closed:
+            return
+        try:
+            self._load(entry.ref, force=True)  # _fetch fires on_rotate
+        except LeaselineError as exc:
+            log.warning(
+                "leaseline: issuing a fresh credential for %s failed (%s); retrying",
+                key,
+                type(exc).__name__,
+            )
+            lease = entry.secret.lease
+            if lease is not None and lease.expires_at > self._clock():
+                self._schedule(
+                    ("renew", key),
+                    self._clock() + max(1.0, lease.remaining() / 4),
+                    lambda: self._reissue(key),
+                )
+
+    def _rotated(self, ref: SecretRef, old: _Entry, new: _Entry) -> None:
+        old_lease = old.secret.lease
+        if old_lease is not None and old_lease.id:
+            # The old credential stays valid until it ends on its own, so consumers can swap
+            # connections; it is revoked then (or at close).
+            with self._lock:
+                self._retired.append((ref.store, ref.key, old_lease))
+            self._schedule(
+                ("retire", old_lease.id),
+                old_lease.expires_at,
+                lambda: self._revoke_retired(old_lease.id or ""),
+            )
+        if (
+            old.secret.version == new.secret.version
+            and old.secret.lease is None
+            and (list(old.secret.values()) == list(new.secret.values()))
+        ):
+            return  # a static secret re-read unchanged
+        self._auditor.emit(
+            "rotation",
+            ref=ref.key,
+            store=ref.store,
+            lease_id=new.secret.lease.id if new.secret.lease else None,
+        )
+        for callback in [*self._callbacks, *self._key_callbacks.get(ref.key, ())]:
+            try:
+                callback(ref.key, old.secret, new.secret)
+            except Exception:
+                log.exception("leaseline: on_rotate callback for %s failed", ref.key)
+
+    def _revoke_retired(self, lease_id: str) -> None:
+        with self._lock:
+            found = [item for item in self._retired if item[2].id == lease_id]
+            self._retired = [item for item in self._retired if item[2].id != lease_id]
+        for store, key, lease in found:
+            self._revoke(store, key, lease)
+
+    def on_rotate(self, callback: RotateCallback) -> RotateCallback:
+        """Call ``callback(ref, old_secret, new_secret)`` whenever a credential is replaced.
+
+        Usable as a decorator.
+        """
+        self._callbacks.append(callback)
+        return callback
+
+    # -- leases -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lease(
+        self, ref: str | SecretRef, *, on_rotate: RotateCallback | None = None
+    ) -> Iterator[LeaseHandle]:
+        """Hold ``ref``'s lease: renewed while the block runs, revoked when the last holder exits.
+
+        >>> with resolver.lease("vault://database/creds/reader") as held:  # doctest: +SKIP
+        ...     connect(user=held.reveal("username"), password=held.reveal("password"))
+        """
+        parsed = self.parse(ref)
+        key = parsed.key
+        with self._lock:
+            self._holders[key] += 1
+            if on_rotate is not None:
+                self._key_callbacks[key].append(on_rotate)
+        handle = LeaseHandle(self, parsed)
+        try:
+            self.get(parsed)
+            yield handle
+        finally:
+            with self._lock:
+                if on_rotate is not None:
+                    with contextlib.suppress(ValueError):
+                        self._key_callbacks[key].remove(on_rotate)
+                self._holders[key] -= 1
+                last = self._holders[key] <= 0
+                if last:
+                    del self._holders[key]
+            if last:
+                self.release(parsed)
+
+    def release(self, ref: str | SecretRef) -> None:
+        """Revoke the leases held for ``ref`` now and forget its cached value."""
+        parsed = self.parse(ref)
+        with self._lock:
+            entry = self._cache.pop(parsed.key, None)
+            retired = [item for item in self._retired if item[1] == parsed.key]
+            self._retired = [item for item in self._retired if item[1] != parsed.key]
+        self._scheduler.cancel(("renew", parsed.key))
+        if entry is not None and entry.secret.lease is not None and entry.secret.lease.id:
+            self._revoke(parsed.store, parsed.key, entry.secret.lease)
+        for store, key, lease in retired:
+            self._revoke(store, key, lease)
+
+    def _revoke(self, store: str, key: str, lease: Lease) -> None:
+        backend = self.backend(store)
+        started = time.monotonic()
+        try:
+            call_with_retry(
+                lambda: backend.revoke(lease),
+                deadline=min(10.0, self._settings.deadline),
+                what=f"revoking a lease of {key}",
+                rng=self._rng,
+            )
+        except LeaselineError as exc:
+            log.warning("leaseline: could not revoke a lease of %s: %s", key, exc)
+            self._auditor.emit(
+                "lease_revoke",
+                ref=key,
+                store=store,
+                lease_id=lease.id,
+                outcome="error",
+                error=type(exc).__name__,
+            )
+            return
+        self._auditor.emit(
+            "lease_revoke",
+            ref=key,
+            store=store,
+            lease_id=lease.id,
+            latency_ms=(time.monotonic() - started) * 1000,
+        )
+
+    def leases(self) -> list[tuple[str, Lease]]:
+        """Every live lease this resolver holds, as (reference, lease)."""
+        with self._lock:
+            held = [(k, e.secret.lease) for k, e in self._cache.items() if e.secret.lease]
+            held += [(k, lease) for _, k, lease in self._retired]
+        return [(k, lease) for k, lease in held if lease is not None and lease.id]
+
+    def close(self) -> None:
+        """Revoke every lease and per-task token this resolver holds; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            entries = list(self._cache.values())
+            retired = list(self._retired)
+            self._cache.clear()
+            self._retired.clear()
+        self._scheduler.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        for entry in entries:
+            lease = entry.secret.lease
+            if lease is not None and lease.id:
+                self._revoke(entry.ref.store, entry.ref.key, lease)
+        for store, key, lease in retired:
+            self._revoke(store, key, lease)
+        for name, backend in list(self._backends.items()):
+            try:
+                backend.close()
+            except Exception as exc:
+                log.warning("leaseline: closing store %s failed: %s", name, type(exc).__name__)
+        self._auditor.close()
+        _live.discard(self)
+
+
+class LeaseHandle:
+    """What ``Resolver.lease()`` yields: always the *current* credential behind a reference."""
+
+    __slots__ = ("_ref", "_resolver")
+
+    def __init__(self, resolver: Resolver, ref: SecretRef) -> None:
+        self._resolver = resolver
+        self._ref = ref
+
+    @property
+    def ref(self) -> str:
+        return str(self._ref)
+
+    @property
+    def secret(self) -> Secret:
+        return self._resolver.get(self._ref)
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.secret.lease
+
+    def reveal(self, field: str | None = None) -> str:
+        return self.secret.reveal(field if field is not None else self._ref.field)
+
+    def __repr__(self) -> str:
+        return f"<LeaseHandle {self.secret!r}>"
+
+
+# -- process lifetime ---------------------------------------------------------------------------
+
+_live: weakref.WeakSet[Resolver] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close every live resolver (at exit and on SIGTERM)."""
+    for resolver in list(_live):
+        try:
+            resolver.close()
+        except Exception:  # at exit, one failure must not stop the others
+            log.exception("leaseline: closing a resolver failed")
+
+
+atexit.register(close_all)
+
+_sigterm_installed = False
+
+
+def _install_sigterm_handler() -> None:
+    """On SIGTERM, revoke everything, then do what the previous handler would have done."""
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        close_all()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread of the main interpreter
+        return
+    _sigterm_installed = True

@@ -1,0 +1,556 @@
+"""``vault://PATH[?version=N][#field]``: HashiCorp Vault and OpenBao, through hvac.
+
+- KV v1 and v2 are detected once per mount (``sys/internal/ui/mounts``) and cached; any other
+  path is a logical read whose lease (dynamic database credentials, PKI...) drives renewal.
+- Per-task child token: when the login token may create child tokens, every read is made with a
+  child token whose TTL is the task's expected life, renewed while the process lives, revoked at
+  close with one call (which revokes every lease issued under it). After SIGKILL nothing
+  outlives that TTL.
+- Reads go straight through hvac's HTTP session (one request per read, no extra lookups).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import hvac
+import hvac.exceptions
+import requests
+
+from .._config import parse_duration
+from .._exceptions import (
+    AccessDenied,
+    BackendUnavailable,
+    ConfigError,
+    LeaseExpired,
+    LeaselineError,
+    SecretNotFound,
+)
+from .._refs import SecretRef
+from .._renewal import Scheduler, renewal_time
+from .._secret import Lease
+from . import BackendContext, ReadResult, SecretMetadata, options_of
+from .vault_auth import Auth, auth_from_table
+
+__all__ = ["VaultBackend", "VaultConfig"]
+
+log = logging.getLogger("leaseline.vault")
+
+_OPTIONS = {
+    "addr",
+    "token",
+    "namespace",
+    "cacert",
+    "tls_skip_verify",
+    "timeout",
+    "auth",
+    "child_token",
+}
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    addr: str
+    namespace: str | None
+    verify: bool | str
+    timeout: float
+    auth: Auth
+    child_token: bool
+    child_ttl: float | None
+
+    @classmethod
+    def from_table(cls, name: str, table: Mapping[str, Any], task_ttl: float | None) -> VaultConfig:
+        where = f"[stores.{name}]"
+        opts = options_of(table, _OPTIONS, where)
+        env = os.environ
+        addr = str(
+            opts.get("addr")
+            or env.get("VAULT_ADDR")
+            or env.get("BAO_ADDR")
+            or "https://127.0.0.1:8200"
+        )
+        if not addr.startswith(("http://", "https://")):
+            raise ConfigError(f"{where} addr: expected http(s)://HOST:PORT, got {addr!r}")
+        skip = opts.get("tls_skip_verify", False)
+        if not isinstance(skip, bool):
+            skip = str(skip).lower() in {"true", "1", "yes"}
+        cacert = opts.get("cacert") or env.get("VAULT_CACERT") or env.get("BAO_CACERT")
+        verify: bool | str = False if skip else (str(cacert) if cacert else True)
+        auth_table = opts.get("auth")
+        if "token" in opts:
+            if auth_table:
+                raise ConfigError(f"{where}: give either 'token' or 'auth', not both")
+            auth_table = {"method": "token", "token": opts["token"]}
+        child = opts.get("child_token", {})
+        if isinstance(child, bool):
+            child = {"enabled": child}
+        if not isinstance(child, Mapping):
+            raise ConfigError(f'{where} child_token: expected a table such as {{ ttl = "6h" }}')
+        enabled = child.get("enabled", True)
+        enabled = enabled if isinstance(enabled, bool) else str(enabled).lower() in {"true", "1"}
+        ttl = (
+            parse_duration(child["ttl"], f"{where} child_token.ttl") if "ttl" in child else task_ttl
+        )
+        return cls(
+            addr=addr.rstrip("/"),
+            namespace=str(opts.get("namespace") or env.get("VAULT_NAMESPACE") or "") or None,
+            verify=verify,
+            timeout=parse_duration(opts.get("timeout", 5.0), f"{where} timeout"),
+            auth=auth_from_table(auth_table, where),
+            child_token=enabled,
+            child_ttl=ttl,
+        )
+
+
+@dataclass(frozen=True)
+class _Mount:
+    path: str  # with trailing slash
+    kind: str  # "kv1", "kv2" or "other"
+
+
+class VaultBackend:
+    """The Vault/OpenBao store."""
+
+    type: ClassVar[str] = "vault"
+
+    def __init__(self, name: str, options: Mapping[str, Any], context: BackendContext) -> None:
+        self.name = name
+        self.config = VaultConfig.from_table(name, options, context.task_ttl)
+        self._context = context
+        self._clock = context.clock
+        self._lock = threading.RLock()
+        self._mounts: dict[str, _Mount] = {}
+        self._client = hvac.Client(
+            url=self.config.addr,
+            namespace=self.config.namespace,
+            verify=self.config.verify,
+            timeout=self.config.timeout,
+        )
+        self._session: requests.Session = self._client.adapter.session
+        self._token: str | None = None  # the token reads are made with (child when possible)
+        self._login_token: str | None = None
+        self._accessor: str | None = None
+        self._child: str | None = None
+        self._child_failed = False
+        self._scheduler = Scheduler(context.clock, name=f"leaseline-vault-{name}")
+        if self.config.verify is False:
+            log.warning("leaseline: TLS verification is off for store %s (tls_skip_verify)", name)
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, *, ref: str, token: str | None = None, body: Any = None
+    ) -> dict[str, Any]:
+        headers = {"X-Vault-Request": "true"}
+        tok = token or self._ensure_token()
+        headers["X-Vault-Token"] = tok
+        if self.config.namespace:
+            headers["X-Vault-Namespace"] = self.config.namespace
+        url = f"{self.config.addr}/v1/{path}"
+        try:
+            resp = self._session.request(
+                method,
+                url,
+                headers=headers,
+                json=body,
+                timeout=self.config.timeout,
+                verify=self.config.verify,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise BackendUnavailable(
+                f"TLS verification failed for Vault at {self.config.addr}: set [stores.{self.name}] "
+                "cacert (or VAULT_CACERT) to the CA that signed its certificate",
+                ref=ref,
+                store=self.name,
+                transient=False,
+            ) from exc
+        except requests.exceptions.Timeout as exc:
+            raise BackendUnavailable(
+                f"Vault at {self.config.addr} did not answer within {self.config.timeout:g}s",
+                ref=ref,
+                store=self.name,
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise BackendUnavailable(
+                f"cannot reach Vault at {self.config.addr} (connection refused or reset); "
+                "is it running, and is VAULT_ADDR right?",
+                ref=ref,
+                store=self.name,
+            ) from exc
+        status = resp.status_code
+        if status == 204:
+            return {}
+        if 200 <= status < 300:
+            try:
+                data: dict[str, Any] = resp.json()
+            except ValueError:
+                return {}
+            return data
+        self._raise_for(status, resp, path, ref, method)
+        raise AssertionError("unreachable")
+
+    def _raise_for(
+        self, status: int, resp: requests.Response, path: str, ref: str, method: str
+    ) -> None:
+        try:
+            errors = resp.json().get("errors") or []
+        except ValueError:
+            errors = []
+        detail = "; ".join(str(e) for e in errors)[:300]
+        where = f"{path} at {self.config.addr}"
+        if status == 404:
+            raise SecretNotFound(f"{ref}: nothing at {where}", ref=ref, store=self.name)
+        if status in (401, 403):
+            capability = {"GET": "read", "LIST": "list"}.get(method, "update")
+            raise AccessDenied(
+                f"{ref}: permission denied on {where}: the token needs '{capability}' on "
+                f'"{path}" (check with `bao token capabilities {path}`)',
+                ref=ref,
+                store=self.name,
+            )
+        if status == 429 or status >= 500 or status == 412:
+            sealed = "sealed" in detail or status == 503
+            retry_after = resp.headers.get("Retry-After")
+            raise BackendUnavailable(
+                f"Vault at {self.config.addr} answered {status}"
+                + (" (sealed or standby)" if sealed else "")
+                + (f": {detail}" if detail and not sealed else ""),
+                ref=ref,
+                store=self.name,
+                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        raise LeaselineError(
+            f"{ref}: Vault refused the request on {where} ({status}): {detail}",
+            ref=ref,
+            store=self.name,
+        )
+
+    # -- tokens -----------------------------------------------------------------------------------
+
+    def _ensure_token(self) -> str:
+        token = self._token
+        if token is not None:
+            return token
+        with self._lock:
+            if self._token is None:
+                self._login()
+                self._make_child()
+            assert self._token is not None
+            return self._token
+
+    def _login(self) -> None:
+        auth = self.config.auth
+        try:
+            auth.login(self._client, self._context.resolve)
+        except hvac.exceptions.VaultError as exc:
+            status = getattr(exc, "status_code", None) or 0
+            if isinstance(
+                exc,
+                hvac.exceptions.Forbidden
+                | hvac.exceptions.InvalidRequest
+                | hvac.exceptions.Unauthorized,
+            ):
+                raise AccessDenied(
+                    f"Vault login with method '{auth.method}' was refused at {self.config.addr}: "
+                    "check the role and credentials in [stores." + self.name + "] auth",
+                    store=self.name,
+                ) from None
+            raise BackendUnavailable(
+                f"Vault login at {self.config.addr} failed ({status or type(exc).__name__})",
+                store=self.name,
+            ) from None
+        except requests.exceptions.RequestException:
+            raise BackendUnavailable(
+                f"cannot reach Vault at {self.config.addr} to log in", store=self.name
+            ) from None
+        self._login_token = self._client.token
+        self._token = self._login_token
+        self._accessor = None
+        if auth.owns_token:
+            self._schedule_token_renewal(self._login_token, "login")
+
+    def _make_child(self) -> None:
+        if not self.config.child_token or self._child_failed:
+            return
+        body: dict[str, Any] = {
+            "display_name": "leaseline-task",
+            "meta": {"leaseline": "per-task", "pid": str(os.getpid())},
+            "renewable": True,
+        }
+        if self.config.child_ttl:
+            body["ttl"] = f"{int(self.config.child_ttl)}s"
+            body["explicit_max_ttl"] = "0"
+        try:
+            data = self._request(
+                "POST",
+                "auth/token/create",
+                ref="auth/token/create",
+                token=self._login_token,
+                body=body,
+            )
+        except AccessDenied:
+            self._child_failed = True
+            log.info(
+                "leaseline: token for store %s cannot create child tokens; "
+                "leases are issued under the login token",
+                self.name,
+            )
+            return
+        auth = data["auth"]
+        self._child = auth["client_token"]
+        self._accessor = auth.get("accessor")
+        self._token = self._child
+        self._schedule_token_renewal(
+            self._child, "child", ttl=float(auth.get("lease_duration") or 0)
+        )
+
+    def _schedule_token_renewal(
+        self, token: str | None, kind: str, ttl: float | None = None
+    ) -> None:
+        if token is None:
+            return
+        if ttl is None:
+            try:
+                info = self._request(
+                    "GET", "auth/token/lookup-self", ref="auth/token/lookup-self", token=token
+                )["data"]
+            except LeaselineError:
+                return
+            if not info.get("renewable"):
+                return
+            ttl = float(info.get("ttl") or 0)
+            if kind == "login":
+                self._accessor = self._accessor or info.get("accessor")
+        if not ttl:
+            return  # a token with no TTL (root) needs no renewal
+        now = self._clock()
+
+        def renew() -> None:
+            if token not in (self._login_token, self._child):
+                return
+            try:
+                data = self._request(
+                    "POST",
+                    "auth/token/renew-self",
+                    ref="auth/token/renew-self",
+                    token=token,
+                    body={"increment": f"{int(ttl)}s"},
+                )
+                new_ttl = float(data["auth"]["lease_duration"])
+            except LeaselineError as exc:
+                log.warning(
+                    "leaseline: renewing the %s token of store %s failed: %s",
+                    kind,
+                    self.name,
+                    type(exc).__name__,
+                )
+                self._scheduler.at(self._clock() + 10, ("token", kind), renew)
+                return
+            if new_ttl > 0:
+                self._scheduler.at(renewal_time(self._clock(), new_ttl), ("token", kind), renew)
+
+        self._scheduler.at(renewal_time(now, ttl), ("token", kind), renew)
+        self._scheduler.start()
+
+    def reauthenticate(self) -> None:
+        """Log in again (the resolver calls this once after a 401/403 before giving up)."""
+        with self._lock:
+            self._token = None
+            self._child = None
+            self._login()
+            self._make_child()
+
+    @property
+    def accessor(self) -> str | None:
+        """The accessor of the token reads are made with (safe to log; not the token)."""
+        return self._accessor
+
+    @property
+    def child_token_accessor(self) -> str | None:
+        return self._accessor if self._child else None
+
+    # -- mounts -----------------------------------------------------------------------------------
+
+    def _mount_for(self, path: str, ref: str) -> tuple[_Mount, str]:
+        for prefix, mount in self._mounts.items():
+            if path.startswith(prefix):
+                return mount, path[len(prefix) :]
+        try:
+            data = self._request("GET", f"sys/internal/ui/mounts/{quote(path)}", ref=ref)["data"]
+            prefix = str(data.get("path") or "")
+            kind = "other"
+            if data.get("type") in {"kv", "generic"}:
+                version = str((data.get("options") or {}).get("version") or "1")
+                kind = "kv2" if version == "2" else "kv1"
+        except (AccessDenied, SecretNotFound, KeyError, TypeError):
+            # No mount info visible: treat the path as a plain logical read.
+            return _Mount("", "other"), path
+        if not prefix:
+            return _Mount("", "other"), path
+        mount = _Mount(prefix, kind)
+        self._mounts[prefix] = mount
+        return mount, path[len(prefix) :]
+
+    # -- the protocol -----------------------------------------------------------------------------
+
+    def read(self, ref: SecretRef) -> ReadResult:
+        key = ref.key
+        path = ref.locator.strip("/")
+        mount, rest = self._mount_for(path + "/", key)
+        rest = rest.rstrip("/")
+        version = ref.option("version")
+        if version is not None and mount.kind != "kv2":
+            raise LeaselineError(f"{key}: ?version= only applies to KV v2 mounts", ref=key)
+        identity = f"vault-accessor:{self._accessor}" if self._accessor else None
+        if mount.kind == "kv2":
+            url = f"{mount.path}data/{rest}" + (f"?version={quote(version)}" if version else "")
+            body = self._request("GET", url, ref=key)
+            data = body.get("data") or {}
+            meta = data.get("metadata") or {}
+            if data.get("data") is None:
+                raise SecretNotFound(
+                    f"{key}: version {meta.get('version', '?')} was deleted or destroyed", ref=key
+                )
+            return ReadResult(
+                _stringify(data["data"]), None, version=str(meta.get("version")), identity=identity
+            )
+        body = self._request("GET", path, ref=key)
+        data = body.get("data")
+        if data is None:
+            raise SecretNotFound(f"{key}: {path} returned no data", ref=key)
+        fields = _stringify(data)
+        lease_id = body.get("lease_id") or None
+        duration = float(body.get("lease_duration") or 0)
+        lease = None
+        if mount.kind == "other" and duration > 0:
+            lease = Lease.starting(
+                lease_id,
+                duration,
+                renewable=bool(body.get("renewable")) and bool(lease_id),
+                now=self._clock(),
+            )
+        return ReadResult(fields, lease, identity=identity)
+
+    def renew(self, lease: Lease) -> Lease:
+        if not lease.id:
+            return lease
+        try:
+            body = self._request(
+                "PUT",
+                "sys/leases/renew",
+                ref=lease.id,
+                body={"lease_id": lease.id, "increment": int(lease.ttl)},
+            )
+        except (SecretNotFound, LeaselineError) as exc:
+            if isinstance(exc, BackendUnavailable | AccessDenied):
+                raise
+            raise LeaseExpired(
+                f"lease {lease.id} can no longer be renewed: {exc.message}"
+            ) from None
+        return lease.renewed(float(body.get("lease_duration") or 0), now=self._clock())
+
+    def revoke(self, lease: Lease) -> None:
+        if not lease.id:
+            return
+        try:
+            self._request("PUT", "sys/leases/revoke", ref=lease.id, body={"lease_id": lease.id})
+        except SecretNotFound:
+            return
+        except LeaselineError as exc:
+            if isinstance(exc, BackendUnavailable):
+                raise
+            if self._child:  # revoke-self of the child token at close covers it
+                log.debug(
+                    "leaseline: lease revoke refused (%s); child token revocation covers it", exc
+                )
+                return
+            raise
+
+    def lookup_lease(self, lease_id: str) -> dict[str, Any] | None:
+        """The server's view of a lease (``sys/leases/lookup``), or ``None`` when it is gone."""
+        try:
+            return self._request(
+                "PUT", "sys/leases/lookup", ref=lease_id, body={"lease_id": lease_id}
+            ).get("data")
+        except (SecretNotFound, LeaselineError):
+            return None
+
+    def metadata(self, ref: SecretRef) -> SecretMetadata:
+        key = ref.key
+        path = ref.locator.strip("/")
+        mount, rest = self._mount_for(path + "/", key)
+        rest = rest.rstrip("/")
+        if mount.kind == "kv2":
+            data = self._request("GET", f"{mount.path}metadata/{rest}", ref=key)["data"]
+            current = str(data.get("current_version"))
+            versions = data.get("versions") or {}
+            updated = _ts(data.get("updated_time")) or _ts(
+                (versions.get(current) or {}).get("created_time")
+            )
+            return SecretMetadata(
+                key,
+                updated_at=updated,
+                created_at=_ts(data.get("created_time")),
+                version=current,
+                extra={"versions": sorted(versions, key=int)},
+            )
+        body = self._request("GET", path, ref=key)
+        data = body.get("data") or {}
+        if "last_vault_rotation" in data:  # database static role credentials
+            return SecretMetadata(
+                key,
+                updated_at=_ts(data["last_vault_rotation"]),
+                extra={"rotation_period": data.get("rotation_period"), "ttl": data.get("ttl")},
+            )
+        return SecretMetadata(key)
+
+    def close(self) -> None:
+        self._scheduler.close()
+        child, login = self._child, self._login_token
+        self._child = None
+        self._token = None
+        if child:
+            try:
+                self._request(
+                    "POST", "auth/token/revoke-self", ref="auth/token/revoke-self", token=child
+                )
+            except LeaselineError as exc:
+                log.warning(
+                    "leaseline: revoking the per-task token of store %s failed: %s", self.name, exc
+                )
+        if login and self.config.auth.owns_token:
+            try:
+                self._request(
+                    "POST", "auth/token/revoke-self", ref="auth/token/revoke-self", token=login
+                )
+            except LeaselineError:
+                pass
+        self._login_token = None
+
+
+def _stringify(data: Mapping[str, Any]) -> dict[str, str]:
+    import json
+
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
+
+
+def _ts(value: Any) -> float | None:
+    if not value or not isinstance(value, str):
+        return None
+    text = value.replace("Z", "+00:00")
+    if "." in text:  # Vault gives nanoseconds; datetime takes microseconds
+        head, _, tail = text.partition(".")
+        digits = "".join(c for c in tail if c.isdigit())
+        zone = tail[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""leaseline test suite (a package so that ``-p tests.canary`` imports)."""
