@@ -1,0 +1,141 @@
+"""Reference parsing: pure, total, and never echoing a value."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from leaseline import InvalidReference, SecretRef, parse
+
+
+@pytest.mark.parametrize(
+    ("ref", "store", "locator", "options", "field"),
+    [
+        ("vault://secret/llm/openai#api_key", "vault", "secret/llm/openai", (), "api_key"),
+        ("vault://database/creds/reader", "vault", "database/creds/reader", (), None),
+        ("vault://secret/x?version=3#k", "vault", "secret/x", (("version", "3"),), "k"),
+        ("aws-sm://prod/openai#api_key", "aws-sm", "prod/openai", (), "api_key"),
+        (
+            "aws-sm://prod/openai?version-stage=AWSPREVIOUS",
+            "aws-sm",
+            "prod/openai",
+            (("version-stage", "AWSPREVIOUS"),),
+            None,
+        ),
+        ("aws-ssm:///ml/openai/key", "aws-ssm", "/ml/openai/key", (), None),
+        (
+            "aws-sts://arn:aws:iam::123456789012:role/train?duration=900",
+            "aws-sts",
+            "arn:aws:iam::123456789012:role/train",
+            (("duration", "900"),),
+            None,
+        ),
+        (
+            "azure-kv://my-vault/openai-key?version=abc",
+            "azure-kv",
+            "my-vault/openai-key",
+            (("version", "abc"),),
+            None,
+        ),
+        ("env://OPENAI_API_KEY", "env", "OPENAI_API_KEY", (), None),
+        ("file:///run/secrets/openai#api_key", "file", "/run/secrets/openai", (), "api_key"),
+        ("prod-aws://prod/openai#api_key", "prod-aws", "prod/openai", (), "api_key"),
+    ],
+)
+def test_grammar(
+    ref: str, store: str, locator: str, options: tuple[tuple[str, str], ...], field: str | None
+) -> None:
+    parsed = parse(ref)
+    assert (parsed.store, parsed.locator, parsed.options, parsed.field) == (
+        store,
+        locator,
+        options,
+        field,
+    )
+    assert parse(str(parsed)) == parsed
+
+
+def test_key_drops_field_and_orders_options() -> None:
+    a = parse("vault://database/creds/reader#username")
+    b = parse("vault://database/creds/reader#password")
+    assert a.key == b.key == "vault://database/creds/reader"
+    assert parse("x://p?b=1&a=2").key == parse("x://p?a=2&b=1").key == "x://p?a=2&b=1"
+
+
+def test_aliases() -> None:
+    aliases = {"openai": "vault://secret/llm/openai#api_key", "db": "vault://database/creds/r"}
+    assert parse("openai", aliases=aliases) == parse("vault://secret/llm/openai#api_key")
+    assert parse("db#password", aliases=aliases).field == "password"
+    with pytest.raises(InvalidReference, match="known aliases: db, openai"):
+        parse("opena1", aliases=aliases)
+
+
+@pytest.mark.parametrize(
+    ("ref", "points_at"),
+    [
+        ("Vault://x", "did you mean 'vault'"),
+        ("vault://", "missing locator"),
+        ("vault://a#", "empty field"),
+        ("vault://a?x", "needs a value"),
+        ("vault://a?x=1&x=2", "given twice"),
+        ("vault://a#b#c", "only one '#FIELD'"),
+        ("vault://a#f?x=1", "go before '#FIELD'"),
+        ("vault://a b", "whitespace"),
+        ("://a", "missing store name"),
+    ],
+)
+def test_errors_point_at_the_bad_part(ref: str, points_at: str) -> None:
+    with pytest.raises(InvalidReference) as info:
+        parse(ref)
+    message = str(info.value)
+    assert points_at in message
+    assert "expected STORE://LOCATOR" in message
+    assert "^" in message or "missing store" in message or "Vault" in message
+
+
+def test_values_are_refused_without_being_echoed() -> None:
+    import secrets
+
+    for value in (
+        "sk-proj-" + secrets.token_urlsafe(32),
+        "AKIA" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)),
+        "hf_" + secrets.token_hex(20),
+        secrets.token_urlsafe(32),
+        "postgresql://user:" + secrets.token_hex(8) + "@db.internal/train",
+    ):
+        with pytest.raises(InvalidReference) as info:
+            parse(value)
+        assert value not in str(info.value)
+        assert value[6:20] not in str(info.value)
+
+
+def test_invalid_reference_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        parse("nope")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_is_total(text: str) -> None:
+    try:
+        parsed = parse(text)
+    except InvalidReference:
+        return
+    assert isinstance(parsed, SecretRef)
+    assert parse(str(parsed)) == parsed
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True),
+    st.from_regex(r"[A-Za-z0-9_./:-]{1,40}", fullmatch=True),
+    st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_]{1,12}", fullmatch=True)),
+)
+def test_well_formed_references_round_trip(store: str, locator: str, field: str | None) -> None:
+    ref = f"{store}://{locator}" + (f"#{field}" if field else "")
+    try:
+        parsed = parse(ref)
+    except InvalidReference as exc:  # only a credential-looking locator may be refused
+        assert "looks like a credential" in str(exc)
+        return
+    assert (parsed.store, parsed.locator, parsed.field) == (store, locator, field)
