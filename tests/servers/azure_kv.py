@@ -85,7 +85,9 @@ class FakeKeyVault:
         try:
             import trustme
         except ImportError as exc:
-            raise ComponentMissing(f"trustme is not installed: pip install trustme ({exc})") from None
+            raise ComponentMissing(
+                f"trustme is not installed: pip install trustme ({exc})"
+            ) from None
         self._state = _State(token=token or secrets.token_urlsafe(32))
         ca = trustme.CA()
         cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -186,8 +188,11 @@ class FakeKeyVault:
         """Authorized GETs of ``vault/name`` (any version): the store reads the client made."""
         prefix = f"/{vault}/secrets/{name}"
         return [
-            r for r in self.log
-            if r.authorized and r.method == "GET" and (r.path == prefix or r.path.startswith(prefix + "/"))
+            r
+            for r in self.log
+            if r.authorized
+            and r.method == "GET"
+            and (r.path == prefix or r.path.startswith(prefix + "/"))
         ]
 
     def challenges(self) -> int:
@@ -245,9 +250,11 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         if not authorized:
             challenge = f'Bearer authorization="{AUTHORITY}", resource="{RESOURCE}"'
-            return 401, _error("Unauthorized", "AKV10000: Request is missing a Bearer or PoP token."), {
-                "WWW-Authenticate": challenge
-            }
+            return (
+                401,
+                _error("Unauthorized", "AKV10000: Request is missing a Bearer or PoP token."),
+                {"WWW-Authenticate": challenge},
+            )
         parts = [p for p in path.split("/") if p]
         if method != "GET" or len(parts) not in (3, 4) or parts[1] != "secrets":
             return 400, _error("BadParameter", f"the fake does not serve {method} {path}"), {}
@@ -256,31 +263,45 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             if state.throttled > 0:
                 state.throttled -= 1
-                return 429, _error("Throttled", "Rate limit is exceeded. Try again later."), {
-                    "Retry-After": state.retry_after
-                }
+                return (
+                    429,
+                    _error("Throttled", "Rate limit is exceeded. Try again later."),
+                    {"Retry-After": state.retry_after},
+                )
             if state.failing > 0:
                 state.failing -= 1
                 return 503, _error("ServiceUnavailable", "The service is unavailable."), {}
             if (vault, name) in state.denied:
-                return 403, _error(
-                    "Forbidden",
-                    "Caller is not authorized to perform action on resource. "
-                    f"Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action' "
-                    f"Resource: '/vaults/{vault}/secrets/{name}' (fake Key Vault)",
-                ), {}
+                return (
+                    403,
+                    _error(
+                        "Forbidden",
+                        "Caller is not authorized to perform action on resource. "
+                        f"Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action' "
+                        f"Resource: '/vaults/{vault}/secrets/{name}' (fake Key Vault)",
+                    ),
+                    {},
+                )
             versions = state.secrets.get((vault, name), [])
             found = versions[-1] if versions and wanted is None else None
             if wanted is not None:
                 found = next((v for v in versions if v.id == wanted), None)
         if found is None:
             what = f"{name}/{wanted}" if wanted else name
-            return 404, _error(
-                "SecretNotFound",
-                f"A secret with (name/id) {what} was not found in this key vault. (fake Key Vault)",
-            ), {}
+            return (
+                404,
+                _error(
+                    "SecretNotFound",
+                    f"A secret with (name/id) {what} was not found in this key vault. (fake Key Vault)",
+                ),
+                {},
+            )
         if not found.enabled:
-            return 403, _error("Forbidden", "Operation get is not allowed on a disabled secret."), {}
+            return (
+                403,
+                _error("Forbidden", "Operation get is not allowed on a disabled secret."),
+                {},
+            )
         attributes: dict[str, Any] = {
             "enabled": found.enabled,
             "created": found.created,
