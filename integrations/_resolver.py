@@ -8,7 +8,6 @@ ahead of time and ``on_rotate`` callbacks fire. ``close()`` revokes every lease 
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -22,7 +21,6 @@ import typing
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +36,7 @@ from ._exceptions import (
 )
 from ._refs import SecretRef, parse
 from ._registry import backend_class, known_types
-from ._renewal import Scheduler, renewal_time
+from ._renewal import Scheduler, renewal_time, renewal_window
 from ._retry import call_with_retry
 from ._secret import Lease, Secret
 from .audit import Auditor, NullAuditor, build_auditor
@@ -113,7 +111,7 @@ class Resolver:
         self._callbacks: list[RotateCallback] = []
         self._retired: list[tuple[str, str, Lease]] = []
         self._scheduler = Scheduler(clock)
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Any = None  # a ThreadPoolExecutor, made on first background refresh
         self._closed = False
         #: store requests made, per reference key (tests and benchmarks read this)
         self.requests: Counter[str] = Counter()
@@ -257,6 +255,8 @@ class Resolver:
         entry = self._cache.get(parsed.key)
         if entry is not None and self._clock() < entry.refresh_at:
             return self.get(parsed)
+        import asyncio  # not at module level: it costs ~20 ms of every CLI start
+
         return await asyncio.to_thread(self.get, parsed)
 
     async def aresolve(self, ref: str | SecretRef) -> str:
@@ -276,6 +276,17 @@ class Resolver:
             if entry is not None and entry.secret.lease and entry.secret.lease.id:
                 self._scheduler.cancel(("renew", parsed.key))
                 self._retired.append((parsed.store, parsed.key, entry.secret.lease))
+
+    def refresh(self, ref: str | SecretRef) -> Secret:
+        """Read ``ref`` from its store now, replacing the cached value (``on_rotate`` fires when
+        the credential changed). The previous lease is kept until it ends or the resolver closes."""
+        parsed = self.parse(ref)
+        return self._load(parsed, force=True).secret
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The wall clock this resolver measures leases with."""
+        return self._clock
 
     def metadata(self, ref: str | SecretRef) -> SecretMetadata:
         """The store's own metadata for ``ref`` (ages and versions, for rotation checks)."""
@@ -398,11 +409,7 @@ class Resolver:
                 self._cache[key] = entry
                 self._misses.pop(key, None)
             if lease is not None and lease.id and lease.renewable:
-                self._schedule(
-                    ("renew", key),
-                    renewal_time(now, lease.ttl, self._rng),
-                    lambda: self._renew(key),
-                )
+                self._schedule_renewal(key, now, lease.ttl, lambda: self._renew(key))
             if old is not None and old.secret is not secret:
                 self._rotated(ref, old, entry)
         elif lease is not None and lease.id:
@@ -447,6 +454,8 @@ class Resolver:
 
         with self._lock:
             if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._executor = ThreadPoolExecutor(4, thread_name_prefix="leaseline-refresh")
             executor = self._executor
         try:
@@ -458,6 +467,13 @@ class Resolver:
 
     def _schedule(self, job: tuple[str, str], when: float, fn: Callable[[], None]) -> None:
         self._scheduler.at(when, job, fn)
+        self._scheduler.start()
+
+    def _schedule_renewal(
+        self, key: str, issued: float, ttl: float, fn: Callable[[], None]
+    ) -> None:
+        earliest, latest = renewal_window(issued, ttl)
+        self._scheduler.spread(earliest, latest, ("renew", key), fn, self._rng)
         self._scheduler.start()
 
     def _renew(self, key: str) -> None:
@@ -480,7 +496,7 @@ class Resolver:
                 error=type(exc).__name__,
             )
             remaining = lease.expires_at - self._clock()
-            if remaining > 3 * self._settings.safety_margin and remaining > 5:
+            if remaining > max(2.0, 0.1 * lease.ttl):  # time left: keep trying to renew
                 self._schedule(
                     ("renew", key),
                     self._clock() + min(30.0, remaining / 3),
@@ -502,11 +518,10 @@ class Resolver:
         capped = renewed.ttl < 0.9 * entry.base_ttl or (
             renewed.max_expires_at is not None and renewed.expires_at >= renewed.max_expires_at
         )
-        when = renewal_time(now, renewed.ttl, self._rng)
         if capped:  # max_ttl reached: issue a fresh credential before this one ends
-            self._schedule(("renew", key), when, lambda: self._reissue(key))
+            self._schedule_renewal(key, now, renewed.ttl, lambda: self._reissue(key))
         else:
-            self._schedule(("renew", key), when, lambda: self._renew(key))
+            self._schedule_renewal(key, now, renewed.ttl, lambda: self._renew(key))
 
     def _reissue(self, key: str) -> None:
         entry = self._cache.get(key)

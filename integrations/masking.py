@@ -48,14 +48,21 @@ def encoded_forms(value: str) -> set[str]:
 class Masker:
     """A set of secret strings and a fast ``mask(text)``.
 
-    Thread-safe; ``mask`` is lock-free (it reads an immutable compiled pattern).
+    Thread-safe. ``add`` is O(forms of the new value); the matcher is rebuilt lazily on the next
+    ``mask`` (so registering 10,000 leases costs no quadratic recompiles). With many forms the
+    matcher is Aho-Corasick (``ahocorasick-rs``), else a compiled ``re`` alternation.
     """
+
+    #: above this many forms, use Aho-Corasick when it is installed
+    AC_THRESHOLD = 64
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._forms: frozenset[str] = frozenset()
-        self._pattern: re.Pattern[str] | None = None
+        self._pending: set[str] = set()
+        self._matcher: Callable[[str], str] | None = None
+        self._finder: Callable[[str], bool] | None = None
         self._listeners: list[Callable[[str], None]] = []
 
     def add(self, value: str) -> bool:
@@ -66,11 +73,8 @@ class Masker:
             if value in self._values:
                 return False
             self._values.add(value)
-            forms = set(self._forms) | encoded_forms(value)
-            self._forms = frozenset(forms)
-            # Longest first, so a value is replaced whole before any shorter value inside it.
-            ordered = sorted(forms, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(f) for f in ordered))
+            self._pending |= encoded_forms(value)
+            self._matcher = None
             listeners = list(self._listeners)
         for listener in listeners:
             listener(value)
@@ -91,7 +95,11 @@ class Masker:
     @property
     def forms(self) -> frozenset[str]:
         """Every registered string in every encoded form (for streaming maskers)."""
-        return self._forms
+        with self._lock:
+            if self._pending:
+                self._forms = self._forms | self._pending
+                self._pending = set()
+            return self._forms
 
     def __len__(self) -> int:
         return len(self._values)
@@ -99,22 +107,77 @@ class Masker:
     def __bool__(self) -> bool:
         return True
 
+    @property
+    def active(self) -> bool:
+        """True once any value is registered (cheap check for hot paths)."""
+        return bool(self._values)
+
+    def _build(self) -> tuple[Callable[[str], str], Callable[[str], bool]]:
+        with self._lock:
+            matcher, finder = self._matcher, self._finder
+            if matcher is not None and finder is not None:
+                return matcher, finder
+            if self._pending:
+                self._forms = self._forms | self._pending
+                self._pending = set()
+            ordered = sorted(self._forms, key=len, reverse=True)
+            matcher, finder = _compile(ordered)
+            self._matcher, self._finder = matcher, finder
+            return matcher, finder
+
     def mask(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None or not text:
+        if not text or not self._values:
             return text
-        return pattern.sub(MASK, text)
+        matcher = self._matcher
+        if matcher is None:
+            matcher = self._build()[0]
+        return matcher(text)
 
     def contains_secret(self, text: str) -> bool:
-        pattern = self._pattern
-        return pattern is not None and pattern.search(text) is not None
+        if not text or not self._values:
+            return False
+        finder = self._finder if self._matcher is not None else None
+        if finder is None:
+            finder = self._build()[1]
+        return finder(text)
 
     def clear(self) -> None:
         """Forget every value (tests)."""
         with self._lock:
             self._values.clear()
             self._forms = frozenset()
-            self._pattern = None
+            self._pending = set()
+            self._matcher = None
+            self._finder = None
+
+
+def _compile(ordered: list[str]) -> tuple[Callable[[str], str], Callable[[str], bool]]:
+    """A masking function and a search function for ``ordered`` (longest first)."""
+    if len(ordered) > Masker.AC_THRESHOLD:
+        try:
+            import ahocorasick_rs
+        except ImportError:
+            pass
+        else:
+            automaton = ahocorasick_rs.AhoCorasick(
+                ordered, matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
+            )
+
+            def ac_mask(text: str) -> str:
+                found = automaton.find_matches_as_indexes(text)
+                if not found:
+                    return text
+                parts, pos = [], 0
+                for _, start, end in found:
+                    parts.append(text[pos:start])
+                    parts.append(MASK)
+                    pos = end
+                parts.append(text[pos:])
+                return "".join(parts)
+
+            return ac_mask, lambda text: bool(automaton.find_matches_as_indexes(text))
+    pattern = re.compile("|".join(re.escape(f) for f in ordered))
+    return (lambda text: pattern.sub(MASK, text)), (lambda text: pattern.search(text) is not None)
 
 
 _masker = Masker()
@@ -126,7 +189,7 @@ def masker() -> Masker:
 
 
 def _mask_record(record: logging.LogRecord, m: Masker) -> None:
-    if m._pattern is None:
+    if not m.active:
         return
     try:
         message = record.getMessage()

@@ -1,0 +1,281 @@
+"""``LeaselineBackend``: Airflow's secrets-backend hooks mapped onto a :class:`leaseline.Resolver`.
+
+Thin on purpose: caching (misses included), leases, renewal, masking and audit live in the core.
+This module only turns a conn_id / variable key / config key into a reference, asks the resolver,
+and translates the answer into what Airflow expects (``None`` = not here, fall through;
+``AirflowSecretsBackendAccessDenied`` = denied, never fall through).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk.bases.secrets_backend import BaseSecretsBackend
+from leaseline import (
+    AccessDenied,
+    InvalidReference,
+    LeaselineError,
+    Resolver,
+    SecretNotFound,
+    parse,
+)
+
+from . import _task
+
+try:  # task-sdk >= 1.2.2
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+except ImportError:  # pragma: no cover - older task-sdk: Airflow catches PermissionError alike
+
+    class AirflowSecretsBackendAccessDenied(PermissionError):  # type: ignore[no-redef]
+        """Stand-in for Airflow's authoritative-deny exception."""
+
+
+__all__ = ["LeaselineBackend"]
+
+#: Connection fields Airflow's JSON form knows; other fields of a store secret go to ``extra``.
+_CONN_FIELDS = ("conn_type", "host", "login", "password", "schema", "port", "extra", "description")
+#: Fields that hold a whole serialized connection.
+_URI_FIELDS = ("conn_uri", "uri")
+#: A key is put into a reference only when it is made of these (no '?', '#', '..', spaces).
+_SAFE_KEY = re.compile(r"[\w.\-/@+=,:]+")
+
+_resolvers: dict[str | None, Resolver] = {}
+_resolvers_lock = threading.Lock()
+
+
+def resolver_for(config_file: str | None) -> Resolver:
+    """The process's resolver for ``config_file`` (``None``: environment and default file).
+
+    Shared by every ``LeaselineBackend`` instance of the process (Airflow builds one per config
+    lookup), so the cache and the leases are shared too. Closed at the end of each task.
+    """
+    resolver = _resolvers.get(config_file)
+    if resolver is None:
+        with _resolvers_lock:
+            resolver = _resolvers.get(config_file)
+            if resolver is None:
+                resolver = Resolver() if config_file is None else Resolver.from_config(config_file)
+                _resolvers[config_file] = resolver
+    return resolver
+
+
+def close_resolvers() -> None:
+    """Close every resolver this module built (revoking their leases) and forget them."""
+    with _resolvers_lock:
+        resolvers = list(_resolvers.values())
+        _resolvers.clear()
+    for resolver in resolvers:
+        resolver.close()
+
+
+def _compile(pattern: str | None, what: str) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"LeaselineBackend {what}: not a regular expression: {exc}") from None
+
+
+def _check_template(template: str | None, placeholder: str, what: str) -> str | None:
+    if template is None:
+        return None
+    if "{" + placeholder + "}" not in template:
+        raise ValueError(
+            f"LeaselineBackend {what}={template!r} must contain {{{placeholder}}}, "
+            f'e.g. "vault://secret/airflow/{what.split("_")[0]}/{{{placeholder}}}"'
+        )
+    parse(template.replace("{" + placeholder + "}", "probe"))  # fail at start-up, not per lookup
+    return template
+
+
+class LeaselineBackend(BaseSecretsBackend):
+    """Airflow secrets backend that resolves connections, variables and config through leaseline.
+
+    ``airflow.cfg``::
+
+        [secrets]
+        backend = leaseline.airflow.LeaselineBackend
+        backend_kwargs = {"variables_ref": "vault://secret/airflow/variables/{key}",
+                          "connections": {"etl_db": {"conn_type": "postgres", "host": "db",
+                              "login": "vault://database/creds/etl#username",
+                              "password": "vault://database/creds/etl#password"}}}
+
+    - ``connections_ref`` / ``variables_ref`` / ``config_ref``: reference templates with
+      ``{conn_id}`` / ``{key}``. A connection secret is either one value (a URI or Airflow's
+      JSON form), or fields (``conn_type``, ``host``, ``login``, ``password``, ``port``, ...;
+      ``conn_uri`` for a whole URI). A variable secret without ``#field`` is its only field, or
+      its ``value`` field.
+    - ``connections``: conn_id -> a reference, or a dict of connection fields whose string
+      values may be references (fields from one dynamic lease share that lease: one read).
+    - ``*_lookup_pattern``: a regular expression (``re.match``); keys that do not match never
+      reach a store.
+    - ``config_file``: a leaseline config file; default: ``$LEASELINE_CONFIG``, ``leaseline.toml``,
+      environment.
+
+    A missing secret returns ``None``, so Airflow falls through to environment variables and
+    the metastore; a denied one raises ``AirflowSecretsBackendAccessDenied``. Every value is
+    handed to ``airflow.sdk.log.mask_secret``.
+    """
+
+    def __init__(
+        self,
+        connections_ref: str | None = None,
+        variables_ref: str | None = None,
+        config_ref: str | None = None,
+        connections: Mapping[str, str | Mapping[str, Any]] | None = None,
+        connections_lookup_pattern: str | None = None,
+        variables_lookup_pattern: str | None = None,
+        config_lookup_pattern: str | None = None,
+        config_file: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.connections_ref = _check_template(connections_ref, "conn_id", "connections_ref")
+        self.variables_ref = _check_template(variables_ref, "key", "variables_ref")
+        self.config_ref = _check_template(config_ref, "key", "config_ref")
+        self.connections = dict(connections or {})
+        for conn_id, spec in self.connections.items():
+            if isinstance(spec, str):
+                parse(spec)  # a bad reference fails at start-up, naming itself
+            elif not isinstance(spec, Mapping):
+                raise ValueError(
+                    f"LeaselineBackend connections[{conn_id!r}]: expected a reference or a dict "
+                    "of connection fields"
+                )
+        self._patterns = {
+            "connection": _compile(connections_lookup_pattern, "connections_lookup_pattern"),
+            "variable": _compile(variables_lookup_pattern, "variables_lookup_pattern"),
+            "config": _compile(config_lookup_pattern, "config_lookup_pattern"),
+        }
+        self.config_file = config_file
+        #: (kind, key) -> reference or None: keys are checked once, not on every warm lookup
+        self._memo: dict[tuple[str, str], str | None] = {}
+        _task.install()
+
+    def __repr__(self) -> str:
+        return (
+            f"LeaselineBackend(connections_ref={self.connections_ref!r}, "
+            f"variables_ref={self.variables_ref!r}, config_ref={self.config_ref!r}, "
+            f"connections={sorted(self.connections)!r})"
+        )
+
+    @property
+    def resolver(self) -> Resolver:
+        return resolver_for(self.config_file)
+
+    # -- Airflow's hooks --------------------------------------------------------------------
+
+    def get_conn_value(self, conn_id: str, team_name: str | None = None) -> str | None:
+        """The connection as a URI or Airflow's JSON form, or ``None`` when it is not here."""
+        spec = self.connections.get(conn_id)
+        if spec is None:
+            ref = self._ref(self.connections_ref, "conn_id", conn_id, "connection")
+            if ref is None:
+                return None
+            return self._lookup(conn_id, "connection", lambda r: _conn_from_ref(r, ref))
+        if isinstance(spec, str):
+            return self._lookup(conn_id, "connection", lambda r: _conn_from_ref(r, spec))
+        return self._lookup(conn_id, "connection", lambda r: _conn_from_fields(r, spec))
+
+    def get_variable(self, key: str, team_name: str | None = None) -> str | None:
+        """The variable's value, or ``None`` when it is not here."""
+        ref = self._ref(self.variables_ref, "key", key, "variable")
+        return None if ref is None else self._lookup(key, "variable", lambda r: _value(r, ref))
+
+    def get_config(self, key: str) -> str | None:
+        """An Airflow config value (``[section] key_secret = ...``), or ``None``."""
+        ref = self._ref(self.config_ref, "key", key, "config")
+        return None if ref is None else self._lookup(key, "config", lambda r: _value(r, ref))
+
+    # -- mapping ----------------------------------------------------------------------------
+
+    def _ref(self, template: str | None, placeholder: str, key: str, kind: str) -> str | None:
+        if template is None:
+            return None
+        if (kind, key) in self._memo:
+            return self._memo[(kind, key)]
+        ref = self._build_ref(template, placeholder, key, kind)
+        if len(self._memo) > 10_000:
+            self._memo.clear()
+        self._memo[(kind, key)] = ref
+        return ref
+
+    def _build_ref(self, template: str, placeholder: str, key: str, kind: str) -> str | None:
+        pattern = self._patterns[kind]
+        if pattern is not None and pattern.match(key) is None:
+            return None
+        if _SAFE_KEY.fullmatch(key) is None or ".." in key:
+            return None  # cannot name a secret: keep it from steering the reference
+        return template.replace("{" + placeholder + "}", key)
+
+    def _lookup(self, key: str, kind: str, read: Any) -> str | None:
+        _task.on_lookup()
+        try:
+            value: str = read(self.resolver)
+        except SecretNotFound:
+            return None
+        except InvalidReference:
+            return None
+        except AccessDenied as exc:
+            raise AirflowSecretsBackendAccessDenied(
+                f"leaseline: access to {kind} {key!r} was denied by the store: {exc}"
+            ) from None
+        return value
+
+
+def _value(resolver: Resolver, ref: str) -> str:
+    parsed = resolver.parse(ref)
+    secret = resolver.get(parsed)
+    if parsed.field is not None:
+        return str(secret.reveal(parsed.field))
+    try:
+        return str(secret.reveal())  # the only field
+    except LeaselineError:
+        pass
+    if "value" in secret:
+        return str(secret.reveal("value"))
+    return json.dumps({name: secret.reveal(name) for name in secret.fields})
+
+
+def _conn_from_ref(resolver: Resolver, ref: str) -> str:
+    parsed = resolver.parse(ref)
+    if parsed.field is not None:
+        return str(resolver.resolve(parsed))
+    secret = resolver.get(parsed)
+    for name in _URI_FIELDS:
+        if name in secret:
+            return str(secret.reveal(name))
+    if len(secret.fields) == 1:
+        return str(secret.reveal())
+    conn: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name in secret.fields:
+        (conn if name in _CONN_FIELDS else extra)[name] = secret.reveal(name)
+    if extra:
+        base = json.loads(conn["extra"]) if conn.get("extra") else {}
+        conn["extra"] = json.dumps({**extra, **base})
+    return json.dumps(conn)
+
+
+def _maybe_ref(resolver: Resolver, raw: Any) -> Any:
+    """``raw`` resolved when it is a reference to a known store, else ``raw`` itself."""
+    if not isinstance(raw, str) or "://" not in raw:
+        return raw
+    try:
+        parsed = resolver.parse(raw)
+    except InvalidReference:
+        return raw
+    if parsed.store not in resolver.store_names():
+        return raw  # e.g. a host given as https://...
+    return resolver.resolve(parsed)
+
+
+def _conn_from_fields(resolver: Resolver, spec: Mapping[str, Any]) -> str:
+    conn = {name: _maybe_ref(resolver, raw) for name, raw in spec.items()}
+    if isinstance(conn.get("extra"), Mapping):
+        conn["extra"] = json.dumps(conn["extra"])
+    return json.dumps(conn)

@@ -1,0 +1,174 @@
+"""Glue between a task's life and the core: masking, audit context, end-of-task revocation.
+
+- Every value the resolver hands out is forwarded to ``airflow.sdk.log.mask_secret`` (no name,
+  so Airflow masks it whatever the variable or field is called).
+- Audit events carry the running task's dag_id, task_id, run_id, try number and map index.
+- In a task process, the backend registers an Airflow listener so the task's leases are revoked
+  when it succeeds, fails or skips, and chains a SIGTERM handler in front of the task runner's
+  own (Airflow's task runner replaces the core's handler when the task starts).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from leaseline import audit, masking
+
+__all__ = ["airflow_context", "install", "on_lookup", "release_task_leases"]
+
+_installed = False
+_listening = False
+_lock = threading.Lock()
+#: the task instance being finalised, for audit events emitted while its leases are revoked
+_finishing: Any = None
+
+_TASK_RUNNER = "airflow.sdk.execution_time.task_runner"
+
+
+def _to_airflow_masker(value: str) -> None:
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(value)
+
+
+def airflow_context() -> dict[str, Any]:
+    """The running task's identity for audit events (``{}`` outside a task)."""
+    ti = _finishing
+    if ti is None:
+        if _TASK_RUNNER not in sys.modules:
+            return {}
+        try:
+            from airflow.sdk import get_current_context
+
+            ti = get_current_context().get("ti")
+        except Exception:  # no task is executing: AIRFLOW_CTX_* (read by the core) stand in
+            return {}
+    if ti is None:
+        return {}
+    info = {
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": getattr(ti, "run_id", None),
+        "try_number": getattr(ti, "try_number", None),
+    }
+    map_index = getattr(ti, "map_index", -1)
+    if isinstance(map_index, int) and map_index >= 0:
+        info["map_index"] = map_index
+    return {"airflow": {k: v for k, v in info.items() if v is not None}}
+
+
+def install() -> None:
+    """Forward values to Airflow's masker and add the audit context provider (once)."""
+    global _installed
+    if _installed:
+        return
+    with _lock:
+        if _installed:
+            return
+        masking.masker().on_add(_to_airflow_masker)
+        audit.add_context_provider(airflow_context)
+        _installed = True
+
+
+def _in_task_process() -> bool:
+    runner = sys.modules.get(_TASK_RUNNER)
+    # vars(), not getattr(): a missing module attribute costs a module __getattr__ call
+    return runner is not None and vars(runner).get("SUPERVISOR_COMMS") is not None
+
+
+def on_lookup() -> None:
+    """Called before each lookup: in a task process, make sure the task's end is observed."""
+    if _in_task_process():
+        _listen()
+        _chain_sigterm()
+
+
+def release_task_leases(ti: Any = None) -> None:
+    """Close the backend's resolvers: every lease (and per-task token) they hold is revoked."""
+    global _finishing
+    from ._backend import close_resolvers
+
+    _finishing = ti
+    try:
+        close_resolvers()
+    finally:
+        _finishing = None
+
+
+class _Listener:
+    """Airflow listener (pluggy hook implementations) revoking a task's leases at its end."""
+
+    def __init__(self) -> None:
+        from airflow.sdk._shared.listeners import hookimpl
+
+        def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
+            release_task_leases(task_instance)
+
+        def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any) -> None:
+            release_task_leases(task_instance)
+
+        def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
+            release_task_leases(task_instance)
+
+        hooks: dict[str, Callable[..., None]] = {
+            "on_task_instance_success": on_task_instance_success,
+            "on_task_instance_failed": on_task_instance_failed,
+            "on_task_instance_skipped": on_task_instance_skipped,
+        }
+        for name, fn in hooks.items():
+            setattr(self, name, hookimpl(fn))
+
+
+_listener: _Listener | None = None
+
+
+def _listen() -> None:
+    global _listening, _listener
+    if _listening:
+        return
+    with _lock:
+        if _listening:
+            return
+        try:
+            from airflow.sdk.listener import get_listener_manager
+
+            _listener = _Listener()
+            manager: Any = get_listener_manager()
+            manager.add_listener(_listener)
+        except Exception:  # an older task-sdk: leases are still revoked at process exit
+            pass
+        _listening = True
+
+
+def _chain_sigterm() -> None:
+    """Revoke the task's leases on SIGTERM, then run whatever handler was installed before."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        return
+    if getattr(previous, "_leaseline_airflow", False):
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        release_task_leases()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handler._leaseline_airflow = True  # type: ignore[attr-defined]
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return

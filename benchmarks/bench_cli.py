@@ -1,0 +1,167 @@
+"""`leaseline run` against its anchors (DESIGN.md section 10), side by side in one run.
+
+1. `leaseline run` with 3 references, to `true`, vs a minimal hvac script that reads the same 3
+   secrets and execs `true` (budget: <= 1.3x its time). Median of several runs, each a fresh
+   process: interpreter start, imports, login/child token, reads, revocation.
+2. Masked output: `leaseline run` (100 values registered, 10 encoded forms each) of `cat` on a
+   64 MB file, vs plain `cat` of it, both read through a pipe by this process; throughput
+   measured from the first byte to EOF, so start-up is not counted (budget: >= 1/3).
+
+Starts its own OpenBao (tests.servers.OpenBao). Run: python benchmarks/bench_cli.py
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LEASELINE = [sys.executable, "-m", "leaseline.cli"]
+RUNS = 9
+SIZE = 64 * 1024 * 1024
+
+HVAC_SCRIPT = """
+import os, sys, hvac
+client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
+env = dict(os.environ)
+for i, path in enumerate(sys.argv[1:]):
+    data = client.secrets.kv.v2.read_secret_version(
+        path=path, mount_point="secret", raise_on_deleted_version=True)
+    env[f"S{i}"] = data["data"]["data"]["value"]
+os.execvpe("true", ["true"], env)
+"""
+
+
+def _time(cmd: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def _throughput(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, bufsize=0)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    first = os.read(fd, 1 << 20)
+    started = time.perf_counter()
+    total = len(first)
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+    elapsed = time.perf_counter() - started
+    proc.wait()
+    assert proc.returncode == 0, proc.returncode
+    return (total - len(first)) / elapsed, total
+
+
+def run() -> list[dict[str, object]]:
+    from tests.servers import OpenBao
+
+    work = Path(tempfile.mkdtemp(prefix="leaseline-bench-cli-"))
+    bao = OpenBao.start(work / "bao")
+    rows: list[dict[str, object]] = []
+    try:
+        client = bao.client()
+        paths = []
+        for i in range(3):
+            path = f"bench/cli-{i}"
+            client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret={"value": secrets.token_hex(16)}, mount_point="secret"
+            )
+            paths.append(path)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "LEASELINE_"))}
+        env.update(bao.env())
+        # Compare installed-package conditions: byte-code caches on, written by the warm-up runs
+        # (hvac's are in site-packages already).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["LEASELINE_LEDGER__PATH"] = str(work / "ledger.jsonl")
+        env["LEASELINE_CONFIG"] = str(work / "none.toml")
+        (work / "none.toml").write_text("")
+
+        refs = [
+            arg for i, p in enumerate(paths) for arg in ("--env", f"S{i}=vault://secret/{p}#value")
+        ]
+        ours_cmd = [*LEASELINE, "run", *refs, "--", "true"]
+        anchor_cmd = [sys.executable, "-c", HVAC_SCRIPT, *paths]
+        _time(ours_cmd, env), _time(anchor_cmd, env)  # warm the page cache
+        ours, anchor = [], []
+        for _ in range(RUNS):  # interleaved, so machine noise hits both alike
+            ours.append(_time(ours_cmd, env))
+            anchor.append(_time(anchor_cmd, env))
+        o, a = statistics.median(ours), statistics.median(anchor)
+        rows.append(
+            {
+                "measure": "run with 3 refs, to `true` (median s)",
+                "leaseline": round(o, 3),
+                "anchor": round(a, 3),
+                "ratio": round(o / a, 2),
+                "budget": "<= 1.3x",
+                "ok": o / a <= 1.3,
+            }
+        )
+
+        values = {f"f{i}": f"bench-{secrets.token_hex(12)}" for i in range(100)}
+        client.secrets.kv.v2.create_or_update_secret(
+            path="bench/many", secret=values, mount_point="secret"
+        )
+        data = work / "out.txt"
+        line_source = base64.b64encode(os.urandom(SIZE * 3 // 4 + 3)).decode()[:SIZE]
+        lines = [line_source[i : i + 99] for i in range(0, len(line_source), 99)]
+        some = list(values.values())
+        for i in range(0, len(lines), len(lines) // 50):  # a few real occurrences to mask
+            lines[i] = f"leak {some[i % 100]}"[:99]
+        data.write_text("\n".join(lines))
+        many = [
+            arg
+            for name in values
+            for arg in ("--env", f"V_{name}=vault://secret/bench/many#{name}")
+        ]
+        masked_cmd = [*LEASELINE, "run", *many, "--", "cat", str(data)]
+        plain_cmd = ["cat", str(data)]
+        _throughput(plain_cmd, env)
+        masked, plain = [], []
+        for _ in range(3):
+            masked.append(_throughput(masked_cmd, env)[0])
+            plain.append(_throughput(plain_cmd, env)[0])
+        m, p = statistics.median(masked), statistics.median(plain)
+        rows.append(
+            {
+                "measure": "masked `cat` 64 MB, 100 values (MB/s)",
+                "leaseline": round(m / 1e6),
+                "anchor": round(p / 1e6),
+                "ratio": round(m / p, 2),
+                "budget": ">= 0.33x",
+                "ok": m / p >= 1 / 3,
+            }
+        )
+    finally:
+        bao.stop()
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    rows = run()
+    cols = ["measure", "leaseline", "anchor", "ratio", "budget", "ok"]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()

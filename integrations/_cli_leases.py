@@ -1,0 +1,182 @@
+"""``leaseline leases list|revoke``: the lease ledger, and cleanup after a killed run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from typing import Any
+
+import click
+
+from .cli import make_resolver
+
+__all__ = ["leases"]
+
+
+def _ledger(ctx: click.Context) -> Any:
+    from ._config import load_config
+    from ._ledger import Ledger, default_path
+    from .cli import Options
+
+    opts = ctx.find_object(Options) or Options()
+    return Ledger(default_path(load_config(opts.config).section("ledger")))
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    left = ts - time.time()
+    return f"in {int(left)}s" if left >= 0 else f"{int(-left)}s ago"
+
+
+@click.group("leases")
+def leases() -> None:
+    """The lease ledger: leases and per-run tokens held by `leaseline run` processes.
+
+    \b
+    `leaseline run` records every lease id and per-run token accessor it holds (never a value)
+    in the ledger ([ledger] path, default $XDG_STATE_HOME/leaseline/ledger.jsonl), fsync'd when
+    taken and marked when revoked. If leaseline itself is killed (kill -9, OOM, node loss), the
+    entries stay: `leaseline leases revoke --orphaned` revokes them.
+    """
+
+
+@leases.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include revoked entries.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.pass_context
+def list_(ctx: click.Context, show_all: bool, fmt: str) -> None:
+    """List ledger entries: status held (its run is alive), orphaned, expired or revoked.
+
+    \b
+    Exit codes: 0 ok, 2 config error.
+    """
+    entries = _ledger(ctx).entries(include_revoked=show_all)
+    rows = [e.as_dict() for e in entries]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no leases recorded")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("status", "store", "kind", "reference / accessor", "lease id", "pid", "expires")
+    for e in entries:
+        table.add_row(
+            e.status(),
+            e.store,
+            e.kind,
+            e.ref or e.accessor or "-",
+            e.lease_id or "-",
+            str(e.pid),
+            _when(e.expires_at),
+        )
+    Console().print(table)
+
+
+def revoke_accessor(backend: Any, accessor: str) -> None:
+    """Revoke a Vault token (and every lease issued under it) by its accessor."""
+    method = getattr(backend, "revoke_accessor", None)
+    if method is not None:
+        method(accessor)
+        return
+    request = getattr(backend, "_request", None)
+    if request is None:
+        raise click.ClickException(
+            f"store {backend.name} cannot revoke a token by accessor; its leases expire with "
+            "the token's TTL"
+        )
+    from ._exceptions import SecretNotFound
+
+    try:
+        request(
+            "POST",
+            "auth/token/revoke-accessor",
+            ref="auth/token/revoke-accessor",
+            body={"accessor": accessor},
+        )
+    except SecretNotFound:
+        return
+
+
+@leases.command("revoke")
+@click.option(
+    "--orphaned",
+    is_flag=True,
+    help="Revoke every entry whose run is gone (required; the only mode for now).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.pass_context
+def revoke(ctx: click.Context, orphaned: bool, fmt: str) -> None:
+    """Revoke orphaned leases and per-run tokens (their `leaseline run` is no longer alive).
+
+    \b
+    Tokens are revoked by accessor (auth/token/revoke-accessor: every lease issued under the
+    token goes with it), leases through their store. Private --file directories left behind are
+    removed. Entries are marked revoked and the ledger is compacted.
+
+    \b
+    Exit codes: 0 everything revoked (or nothing to do), 1 some revocations failed,
+    2 usage/config error, 4 denied, 5 store unavailable.
+    """
+    if not orphaned:
+        raise click.UsageError("say what to revoke: --orphaned")
+    from ._exceptions import LeaselineError
+    from ._ledger import process_start
+    from ._secret import Lease
+
+    ledger = _ledger(ctx)
+    targets = [e for e in ledger.entries() if e.status() in {"orphaned", "expired"}]
+    targets = [e for e in targets if not e.alive()]
+    results: list[dict[str, Any]] = []
+    failed = 0
+    with make_resolver(ctx, handle_signals=False) as resolver:
+        # tokens first: revoking one revokes every lease issued under it
+        for entry in sorted(targets, key=lambda e: e.kind != "token"):
+            outcome = "revoked"
+            try:
+                backend = resolver.backend(entry.store)
+                if entry.kind == "token" and entry.accessor:
+                    revoke_accessor(backend, entry.accessor)
+                elif entry.lease_id:
+                    lease = Lease(entry.lease_id, True, 0.0, 0.0, entry.expires_at or 0.0)
+                    backend.revoke(lease)
+            except LeaselineError as exc:
+                outcome = f"failed: {exc}"
+                failed += 1
+            if outcome == "revoked":
+                ledger.append({"op": "revoked", "id": entry.id, "time": time.time()})
+            results.append({**entry.as_dict(), "outcome": outcome})
+        done = []
+        remaining = {e.pid for e in ledger.entries()}
+        for run in ledger.runs():
+            pid = int(run.get("pid") or 0)
+            start = process_start(pid)
+            if start is not None and start in ("?", run.get("started")):
+                continue  # still running
+            if pid in remaining:
+                continue  # something could not be revoked: keep the run for another try
+            if run.get("dir"):
+                shutil.rmtree(str(run["dir"]), ignore_errors=True)
+            done.append({"op": "done", "pid": pid, "time": time.time()})
+        ledger.append(*done)
+    with contextlib.suppress(OSError):
+        ledger.compact()
+    if fmt == "json":
+        click.echo(json.dumps(results, indent=2))
+    elif not results:
+        click.echo("no orphaned leases")
+    else:
+        for r in results:
+            what = r["ref"] or f"token accessor {r['accessor']}"
+            click.echo(f"{r['outcome']:>8}  {r['store']}  {what}  (pid {r['pid']})")
+    if failed:
+        raise SystemExit(1)

@@ -1,0 +1,550 @@
+"""``leaseline run``: a command with secrets in its environment, leases held for its whole life."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import Options, fail
+
+__all__ = ["run"]
+
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+WAITED = {*FORWARDED, signal.SIGCHLD, signal.SIGWINCH}
+SI_KERNEL = 0x80  # si_code of a signal the terminal driver sent (Ctrl-C): the child got it too
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: stores never resolved implicitly from the environment unless configured: `file://` and
+#: `env://` are also ordinary URL shapes a program may expect to receive as they are.
+_NOT_IMPLICIT = {"file", "env"}
+#: URL schemes that are never store types for implicit resolution (and need no entry-point scan)
+_URL_SCHEMES = frozenset(
+    [
+        "http",
+        "https",
+        "ws",
+        "wss",
+        "ftp",
+        "ftps",
+        "sftp",
+        "ssh",
+        "git",
+        "s3",
+        "s3a",
+        "gs",
+        "gcs",
+        "az",
+        "abfs",
+        "abfss",
+        "wasbs",
+        "hdfs",
+        "dbfs",
+        "postgres",
+        "postgresql",
+        "mysql",
+        "mariadb",
+        "mssql",
+        "oracle",
+        "sqlite",
+        "mongodb",
+        "mongodb+srv",
+        "redis",
+        "rediss",
+        "amqp",
+        "amqps",
+        "kafka",
+        "nats",
+        "grpc",
+        "grpcs",
+        "tcp",
+        "udp",
+        "unix",
+        "jdbc",
+        "ldap",
+        "ldaps",
+        "smtp",
+        "imap",
+        "runs",
+        "models",
+        "mlflow-artifacts",
+    ]
+)
+
+
+@dataclass
+class Plan:
+    """What to resolve: env var -> reference, and secret file -> reference."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    on_change: str | None = None
+
+
+def _pair(option: str, text: str, *, path_ok: bool = False) -> tuple[str, str]:
+    name, sep, ref = text.partition("=")
+    if not sep or not ref or not (_NAME.match(name) or (path_ok and name.startswith("/"))):
+        what = "NAME=REF or /ABS/PATH=REF" if path_ok else "NAME=REF"
+        raise click.UsageError(f"{option} expects {what}, got {text.split('=', 1)[0]!r}=...")
+    return name, ref
+
+
+def load_manifest(path: str) -> Plan:
+    """A manifest: TOML (or JSON when the file ends in .json) with ``[env]`` and ``[files]``.
+
+    ::
+
+        on_change = "restart"            # optional: restart | signal:HUP | ignore
+        [env]
+        OPENAI_API_KEY = "vault://secret/llm/openai#api_key"
+        [files]
+        PGPASSFILE = "vault://secret/db#pgpass"   # the variable gets the file's path
+    """
+    from ._exceptions import ConfigError
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"manifest {path}: cannot be read: {exc.strerror}") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(raw)
+        else:
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"manifest {path}: not valid {'JSON' if path.endswith('.json') else 'TOML'} "
+            f'({first}); expected [env] NAME = "REF" and [files] NAME = "REF" tables'
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"manifest {path}: expected a table with [env] and [files]")
+    unknown = sorted(set(data) - {"env", "files", "on_change"})
+    if unknown:
+        raise ConfigError(
+            f"manifest {path}: unknown key(s) {', '.join(unknown)}; known: env, files, on_change"
+        )
+    plan = Plan()
+    for section in ("env", "files"):
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f'manifest {path}: [{section}] must be a table of NAME = "REF"')
+        for name, ref in table.items():
+            ok_name = _NAME.match(name) or (section == "files" and name.startswith("/"))
+            if not ok_name or not isinstance(ref, str):
+                raise ConfigError(
+                    f'manifest {path}: {section}.{name}: expected NAME = "STORE://..." '
+                    "(a variable name and a reference string)"
+                )
+            getattr(plan, section)[name] = ref
+    if "on_change" in data:
+        plan.on_change = str(data["on_change"])
+    return plan
+
+
+def _on_change(value: str) -> tuple[str, int]:
+    if value in {"restart", "ignore"}:
+        return value, 0
+    if value.startswith("signal:"):
+        name = value.split(":", 1)[1].upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        signum = getattr(signal, name, None)
+        if isinstance(signum, signal.Signals):
+            return "signal", int(signum)
+    raise click.BadParameter(
+        f"{value!r}: expected restart, ignore or signal:NAME (e.g. signal:HUP)",
+        param_hint="--on-change",
+    )
+
+
+def _private_dir() -> Path:
+    """A 0700 directory on tmpfs (``/dev/shm``, else ``$XDG_RUNTIME_DIR``), never on disk if avoidable."""
+    for base in ("/dev/shm", os.environ.get("XDG_RUNTIME_DIR"), None):
+        if base is None or (os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK)):
+            return Path(tempfile.mkdtemp(prefix="leaseline-run-", dir=base))
+    raise AssertionError("unreachable")
+
+
+def _write_secret(path: Path, value: str) -> None:
+    """Atomically (re)write ``path`` with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, value.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class Session:
+    """Resolution, ledger and files for one ``leaseline run`` (across restarts)."""
+
+    def __init__(self, resolver: Any, plan: Plan, ledger: Any) -> None:
+        self.resolver = resolver
+        self.plan = plan
+        self.ledger = ledger
+        self.stack = ExitStack()
+        self.handles: dict[str, Any] = {}
+        self.dir: Path | None = None
+        self.file_paths: dict[str, Path] = {}
+        self._recorded: set[str] = set()
+        self._lock = threading.Lock()
+
+    def resolve(self) -> None:
+        refs = list(dict.fromkeys([*self.plan.env.values(), *self.plan.files.values()]))
+        for ref in refs:  # parse everything first: a typo fails before any lease is taken
+            self.resolver.parse(ref)
+        for ref in refs:
+            self.handles[ref] = self.stack.enter_context(self.resolver.lease(ref))
+        if self.plan.files:
+            self.dir = _private_dir()
+            for name in self.plan.files:
+                path = Path(name) if name.startswith("/") else self.dir / name
+                self.file_paths[name] = path
+        self.write_files()
+
+    def write_files(self) -> None:
+        for name, ref in self.plan.files.items():
+            _write_secret(self.file_paths[name], self.handles[ref].reveal())
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        env = dict(base)
+        for name, ref in self.plan.env.items():
+            env[name] = self.handles[ref].reveal()
+        for name, path in self.file_paths.items():
+            if not name.startswith("/"):
+                env[name] = str(path)
+        return env
+
+    def record(self, child_pid: int, argv: list[str]) -> None:
+        """Write the run and every lease and child token it holds to the ledger (fsync'd)."""
+        from ._ledger import process_start
+
+        now = time.time()
+        records: list[dict[str, Any]] = []
+        with self._lock:
+            if "run" not in self._recorded:
+                self._recorded.add("run")
+                records.append(
+                    {
+                        "op": "run",
+                        "pid": os.getpid(),
+                        "started": process_start(os.getpid()),
+                        "child_pid": child_pid,
+                        "cmd": os.path.basename(argv[0]),
+                        "dir": str(self.dir) if self.dir else None,
+                        "time": now,
+                    }
+                )
+            for key, lease in self.resolver.leases():
+                if lease.id in self._recorded:
+                    continue
+                self._recorded.add(lease.id)
+                records.append(
+                    {
+                        "op": "lease",
+                        "pid": os.getpid(),
+                        "store": self.resolver.parse(key).store,
+                        "ref": key,
+                        "lease_id": lease.id,
+                        "expires_at": lease.max_expires_at or lease.expires_at,
+                        "time": now,
+                    }
+                )
+            for store in sorted({self.resolver.parse(r).store for r in self.handles}):
+                backend = self.resolver.backend(store)
+                accessor = getattr(backend, "child_token_accessor", None)
+                if accessor and f"accessor:{accessor}" not in self._recorded:
+                    self._recorded.add(f"accessor:{accessor}")
+                    config = getattr(backend, "config", None)
+                    records.append(
+                        {
+                            "op": "token",
+                            "pid": os.getpid(),
+                            "store": store,
+                            "accessor": accessor,
+                            "addr": getattr(config, "addr", None),
+                            "time": now,
+                        }
+                    )
+        self.ledger.append(*records)
+
+    def close(self) -> None:
+        try:
+            self.stack.close()
+            self.resolver.close()
+        finally:
+            for _name, path in self.file_paths.items():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if self.dir is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            if "run" in self._recorded:
+                self.ledger.append({"op": "done", "pid": os.getpid(), "time": time.time()})
+
+
+def implicit_refs(environ: Mapping[str, str], resolver: Any) -> dict[str, str]:
+    """Environment variables whose *value* is a reference to a known store (as ``op run`` does)."""
+    from ._refs import is_reference
+    from ._registry import BUILTIN
+
+    candidates = {n: v for n, v in environ.items() if "://" in v and is_reference(v)}
+    if not candidates:
+        return {}
+    configured = set(resolver.config.stores)
+    fixed = configured | (set(BUILTIN) - _NOT_IMPLICIT)
+    found: dict[str, str] = {}
+    others: set[str] | None = None
+    for name, value in candidates.items():
+        store = value.split("://", 1)[0]
+        if store in _URL_SCHEMES:
+            continue
+        if store not in fixed and store not in _NOT_IMPLICIT:
+            if others is None:  # entry-point store types: only looked up when needed (slow)
+                others = set(resolver.store_names())
+            if store not in others:
+                continue
+        elif store not in fixed:
+            continue
+        found[name] = value
+    return found
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Block the forwarded signals in every thread (before any thread starts); ``sigtimedwait``
+    then receives them in the main loop, with the sender's identity."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+    try:
+        yield
+    finally:
+        for signum in WAITED:  # drop what arrived in the meantime instead of acting on it late
+            while signum in signal.sigpending() and signal.sigtimedwait([signum], 0):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@click.command(
+    "run",
+    context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False},
+)
+@click.option(
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="NAME=REF",
+    help="Set environment variable NAME to the value REF points at. Repeatable.",
+)
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    metavar="NAME=REF",
+    help="Write REF's value to a 0600 file in a private tmpfs directory and set NAME to its "
+    "path (or NAME=/abs/path=REF... see below). Removed when the command ends. Repeatable.",
+)
+@click.option(
+    "--manifest",
+    metavar="FILE",
+    help="TOML (or .json) file with [env] and [files] tables of NAME = REF.",
+)
+@click.option("--no-mask", is_flag=True, help="Pass the command's output through unmasked.")
+@click.option(
+    "--on-change",
+    default=None,
+    metavar="restart|signal:NAME|ignore",
+    help="When a credential is replaced (rotation, max TTL reached): restart the command with "
+    "the new values, send it a signal (e.g. signal:HUP; --file files are rewritten first), or "
+    "only rewrite --file files. Default: ignore.",
+)
+@click.option(
+    "--no-env-refs",
+    is_flag=True,
+    help="Do not resolve environment variables whose values are references.",
+)
+@click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARGS]...")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    envs: tuple[str, ...],
+    files: tuple[str, ...],
+    manifest: str | None,
+    no_mask: bool,
+    on_change: str | None,
+    no_env_refs: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND with secrets, holding their leases for its whole life.
+
+    \b
+    leaseline run resolves every reference, starts COMMAND with the values in its environment
+    (or in files), and then:
+      - keeps the leases renewed while COMMAND runs, and issues fresh credentials at max TTL;
+      - masks every value in COMMAND's output, also base64, URL-encoded, JSON-escaped and hex
+        forms and values split across writes; on a pseudo-terminal when stdout is a terminal,
+        so colours, line buffering and isatty() behave as without leaseline;
+      - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (and window size changes);
+      - when COMMAND ends, however it ends, revokes every lease and the per-run Vault token;
+      - exits with COMMAND's exit code (128+N when COMMAND was killed by signal N).
+
+    \b
+    Environment variables whose values are references (to a configured store or a store type
+    other than file:// and env://) are resolved too: OPENAI_API_KEY=vault://secret/llm/openai#api_key
+    The leases taken are written (ids and token accessors, never values) to the lease ledger;
+    after a `kill -9` of leaseline itself, `leaseline leases revoke --orphaned` cleans up.
+
+    \b
+    --file NAME=REF writes the value to a file only this user can read, in a private directory
+    on tmpfs (/dev/shm), and sets NAME to the file's path; --file /abs/path=REF writes to that
+    path instead. Files are rewritten when the credential changes and removed at the end.
+
+    \b
+    Examples:
+      leaseline run --env OPENAI_API_KEY=vault://secret/llm/openai#api_key -- python train.py
+      leaseline run --env DB_USER=vault://database/creds/reader#username \\
+                    --env DB_PASSWORD=vault://database/creds/reader#password -- ./etl.sh
+      leaseline run --file GOOGLE_APPLICATION_CREDENTIALS=vault://secret/gcp#sa -- python job.py
+      leaseline run --manifest secrets.toml --on-change restart -- python serve.py
+
+    \b
+    Exit codes: COMMAND's own; before COMMAND starts: 2 usage/config error, 3 not found,
+    4 denied, 5 store unavailable, 126 not executable, 127 command not found.
+    """
+    opts = ctx.find_object(Options) or Options()
+    plan = load_manifest(manifest) if manifest else Plan()
+    for text in envs:
+        name, ref = _pair("--env", text)
+        plan.env[name] = ref
+    for text in files:
+        name, ref = _pair("--file", text, path_ok=True)
+        plan.files[name] = ref
+    policy, policy_signal = _on_change(on_change or plan.on_change or "ignore")
+
+    with _signals_blocked():
+        code = _run(
+            opts,
+            plan,
+            list(command),
+            mask=not no_mask,
+            implicit=not no_env_refs,
+            policy=policy,
+            policy_signal=policy_signal,
+        )
+    sys.stdout.flush()
+    raise SystemExit(code)
+
+
+def _run(
+    opts: Options,
+    plan: Plan,
+    argv: list[str],
+    *,
+    mask: bool,
+    implicit: bool,
+    policy: str,
+    policy_signal: int,
+) -> int:
+    from ._cli_child import Child
+    from ._config import load_config
+    from ._ledger import Ledger, default_path
+    from ._resolver import Resolver
+
+    config = load_config(opts.config)
+    resolver = Resolver(config, handle_signals=False)
+    ledger = Ledger(default_path(config.section("ledger")))
+    if implicit:
+        for name, ref in implicit_refs(os.environ, resolver).items():
+            plan.env.setdefault(name, ref)
+    session = Session(resolver, plan, ledger)
+    changed = threading.Event()
+    main_thread = threading.get_ident()
+    child: Child | None = None
+    try:
+        session.resolve()
+
+        def rotated(ref: str, old: Any, new: Any) -> None:
+            changed.set()
+            with contextlib.suppress(Exception):
+                signal.pthread_kill(main_thread, signal.SIGCHLD)  # wake the main loop
+
+        resolver.on_rotate(rotated)
+        while True:
+            child = Child(argv, session.environment(os.environ), mask=mask)
+            try:
+                child.start()
+            except FileNotFoundError:
+                fail(f"command not found: {argv[0]} (check the name and PATH)", 127)
+            except PermissionError:
+                fail(f"command not executable: {argv[0]} (check its mode: chmod +x)", 126)
+            session.record(child.pid, argv)
+            status = _supervise(child, changed, policy, policy_signal, session)
+            if status is not None:
+                return status
+            # restart: the old child ended on our SIGTERM; start again with fresh values
+            changed.clear()
+    finally:
+        if child is not None:
+            child.restore_terminal()
+        session.close()
+
+
+def _supervise(
+    child: Any, changed: threading.Event, policy: str, policy_signal: int, session: Session
+) -> int | None:
+    """Wait for the child, forwarding signals; ``None`` means "restart it"."""
+    restarting = False
+    kill_at: float | None = None
+    while True:
+        status = child.poll()
+        if status is not None:
+            child.finish()
+            return None if restarting else status
+        if changed.is_set() and not restarting:
+            changed.clear()
+            session.record(child.pid, [])
+            with contextlib.suppress(Exception):
+                session.write_files()
+            if policy == "restart":
+                restarting = True
+                child.signal(signal.SIGTERM)
+                kill_at = time.monotonic() + 10
+            elif policy == "signal":
+                child.signal(policy_signal)
+        if kill_at is not None and time.monotonic() > kill_at:
+            child.signal(signal.SIGKILL)
+            kill_at = None
+        info = signal.sigtimedwait(WAITED, 0.5)
+        if info is None or info.si_signo == signal.SIGCHLD:
+            continue
+        if info.si_signo == signal.SIGWINCH:
+            child.resized()
+            continue
+        if not child.use_pty and info.si_code == SI_KERNEL:
+            continue  # from our terminal: the child, in our process group, got it as well
+        if info.si_signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            restarting = False  # the user wants it to end, not to come back
+            kill_at = None
+        child.signal(info.si_signo)

@@ -1,0 +1,236 @@
+"""What gets scanned: files on disk or in the git index, cut into text segments.
+
+A plain file is one segment. A notebook is parsed as a notebook: every cell's source and every
+output (stream text, ``execute_result``/``display_data`` text-like MIME bundles, error name, value
+and traceback) is its own segment, labelled ``cell 3 output 1 (error)``; base64 images are not
+text and are skipped, which is where generic scanners raise most of their false alarms.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Segment", "SourceFile", "file_kind", "iter_paths", "segments", "staged_files"]
+
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "__pycache__",
+        ".venv",
+        "venv",
+        ".tox",
+        ".nox",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        ".ipynb_checkpoints",
+        ".eggs",
+    }
+)
+BINARY_SUFFIXES = frozenset(
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".ico",
+        ".pdf",
+        ".zip",
+        ".gz",
+        ".tgz",
+        ".bz2",
+        ".xz",
+        ".whl",
+        ".so",
+        ".dylib",
+        ".dll",
+        ".exe",
+        ".pyc",
+        ".pt",
+        ".pth",
+        ".bin",
+        ".safetensors",
+        ".onnx",
+        ".h5",
+        ".pkl",
+        ".parquet",
+        ".npy",
+        ".npz",
+        ".tar",
+        ".woff",
+        ".woff2",
+        ".ttf",
+    }
+)
+MAX_BYTES = 5 * 1024 * 1024
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of text with where it sits: ``first_line`` is its first line in the file."""
+
+    text: str
+    location: str | None = None
+    first_line: int = 1
+    #: notebook segments: line numbers are found in the raw JSON afterwards
+    in_json: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: str  # as reported (relative to the scan root when under it)
+    data: bytes
+
+
+def file_kind(path: str) -> str:
+    """``notebook``, ``docker``, ``env``, ``yaml``, ``ini``, ``shell`` or ``text``."""
+    name = os.path.basename(path).lower()
+    suffix = os.path.splitext(name)[1]
+    if suffix == ".ipynb":
+        return "notebook"
+    if name.startswith(("dockerfile", "containerfile")) or suffix in {".dockerfile"}:
+        return "docker"
+    if name == ".env" or name.startswith(".env.") or suffix == ".env" or name == ".netrc":
+        return "env"
+    if suffix in {".yaml", ".yml"}:
+        return "yaml"
+    if suffix in {".ini", ".cfg", ".conf", ".properties", ".toml"}:
+        return "ini"
+    if suffix in {".sh", ".bash", ".zsh"} or name in {".bashrc", ".profile", ".envrc"}:
+        return "shell"
+    return "text"
+
+
+def _excluded(rel: str, excludes: Iterable[str]) -> bool:
+    return any(
+        fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(os.path.basename(rel), pat) for pat in excludes
+    )
+
+
+def iter_paths(paths: Iterable[str], excludes: Iterable[str] = ()) -> Iterator[str]:
+    """Every scannable file under ``paths`` (files are taken as given, directories walked)."""
+    excludes = tuple(excludes)
+    for root in paths:
+        if os.path.isfile(root):
+            yield root
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                if os.path.splitext(name)[1].lower() in BINARY_SUFFIXES:
+                    continue
+                if excludes and _excluded(os.path.relpath(full, root), excludes):
+                    continue
+                yield full
+
+
+def read_file(path: str) -> SourceFile | None:
+    """The file's bytes, or ``None`` for binary, unreadable or oversized files."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > MAX_BYTES or b"\0" in data[:8192]:
+        return None
+    return SourceFile(path, data)
+
+
+def staged_files(repo: str = ".") -> Iterator[SourceFile]:
+    """Files added or modified in the git index of ``repo``, with their *staged* content."""
+    names = subprocess.run(
+        ["git", "-C", repo, "diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR"],
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    wanted = [n.decode() for n in names if n]
+    wanted = [n for n in wanted if os.path.splitext(n)[1].lower() not in BINARY_SUFFIXES]
+    if not wanted:
+        return
+    spec = "".join(f":{n}\n" for n in wanted).encode()
+    out = subprocess.run(
+        ["git", "-C", repo, "cat-file", "--batch"], input=spec, check=True, capture_output=True
+    ).stdout
+    pos = 0
+    for name in wanted:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) < 3 or header[1] == b"missing":
+            continue
+        size = int(header[2])
+        data = out[pos : pos + size]
+        pos += size + 1
+        if size <= MAX_BYTES and b"\0" not in data[:8192]:
+            yield SourceFile(name, data)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return "".join(str(v) for v in value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _is_text_mime(mime: str) -> bool:
+    return (
+        mime.startswith("text/")
+        or mime in {"application/json", "application/javascript", "image/svg+xml"}
+        or mime.endswith("+json")
+    )
+
+
+def notebook_segments(nb: Any) -> Iterator[Segment]:
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list):
+        # nbformat 3 keeps cells under worksheets
+        sheets = nb.get("worksheets", []) if isinstance(nb, dict) else []
+        cells = [c for ws in sheets if isinstance(ws, dict) for c in ws.get("cells", [])]
+    for ci, cell in enumerate(cells, 1):
+        if not isinstance(cell, dict):
+            continue
+        kind = cell.get("cell_type", "code")
+        source = cell.get("source", cell.get("input", ""))
+        yield Segment(_text(source), f"cell {ci} ({kind}) source", in_json=True)
+        for oi, out in enumerate(cell.get("outputs", []) or [], 1):
+            if not isinstance(out, dict):
+                continue
+            where = f"cell {ci} output {oi}"
+            otype = out.get("output_type", "")
+            if otype == "stream" or "text" in out:
+                yield Segment(
+                    _text(out.get("text", "")), f"{where} ({out.get('name', otype)})", in_json=True
+                )
+            if otype == "error" or "traceback" in out:
+                parts = [str(out.get("ename", "")), str(out.get("evalue", ""))]
+                parts += [_ANSI.sub("", str(t)) for t in out.get("traceback", []) or []]
+                yield Segment("\n".join(parts), f"{where} (error)", in_json=True)
+            data = out.get("data")
+            if isinstance(data, dict):
+                for mime, value in data.items():
+                    if _is_text_mime(mime):
+                        yield Segment(_text(value), f"{where} ({otype} {mime})", in_json=True)
+
+
+def segments(src: SourceFile) -> tuple[str, str, list[Segment]]:
+    """(kind, decoded text, segments) for one file."""
+    text = src.data.decode("utf-8", "replace")
+    kind = file_kind(src.path)
+    if kind == "notebook":
+        try:
+            nb = json.loads(text)
+        except ValueError:
+            return "text", text, [Segment(text)]
+        return kind, text, list(notebook_segments(nb))
+    return kind, text, [Segment(text)]

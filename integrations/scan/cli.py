@@ -1,0 +1,96 @@
+"""The ``scan`` click command (mounted by ``leaseline.cli``; also ``python -m leaseline.scan``).
+
+Exit codes: 0 nothing new found, 1 findings, 2 usage or config error (others from the store
+errors met while checking managed values: 3 not found, 4 denied, 5 store unavailable).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .._config import load_config
+from .._exceptions import LeaselineError
+from . import scan as run_scan
+from ._baseline import write_baseline
+from ._report import render
+
+__all__ = ["main", "scan"]
+
+
+@click.command("scan")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--staged", is_flag=True, help="Scan the staged content of the git index.")
+@click.option(
+    "--baseline", type=click.Path(dir_okay=False), help="Accept the findings listed in FILE."
+)
+@click.option(
+    "--update-baseline", is_flag=True, help="Write the current findings to --baseline and exit 0."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "sarif"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
+@click.option(
+    "--no-managed",
+    is_flag=True,
+    help="Do not read managed references to tell which findings are current values.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="leaseline.toml to use (default: LEASELINE_CONFIG, ./leaseline.toml).",
+)
+def scan(
+    paths: tuple[str, ...],
+    staged: bool,
+    baseline: str | None,
+    update_baseline: bool,
+    fmt: str,
+    exclude: tuple[str, ...],
+    no_managed: bool,
+    config_path: str | None,
+) -> None:
+    """Find committed credentials in PATHs (default: .), notebooks included.
+
+    Every finding names the reference to use instead; with [audit] hmac_key configured, it also
+    says when the value is the current value of a managed reference (rotate it now).
+    """
+    if update_baseline and not baseline:
+        raise click.UsageError("--update-baseline needs --baseline FILE")
+    try:
+        config = load_config(config_path)
+        if not baseline and not update_baseline:
+            configured = config.section("scan").get("baseline")
+            baseline = str(configured) if configured else None
+        result = run_scan(
+            list(paths),
+            staged=staged,
+            baseline=None if update_baseline else baseline,
+            config=config,
+            managed=not no_managed and not update_baseline,
+            excludes=exclude,
+        )
+    except LeaselineError as exc:
+        click.echo(f"leaseline scan: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if update_baseline and baseline:
+        count = write_baseline(baseline, result.all_findings)
+        click.echo(f"wrote {count} accepted finding(s) to {baseline}", err=True)
+        sys.exit(0)
+    for ref, error in result.managed_errors:
+        click.echo(f"leaseline scan: could not read managed reference {ref}: {error}", err=True)
+    click.echo(render(fmt, result.findings, result.files_scanned))
+    sys.exit(result.exit_code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m leaseline.scan``."""
+    scan.main(args=argv, prog_name="leaseline scan")

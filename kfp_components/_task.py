@@ -1,0 +1,236 @@
+"""What runs inside a KFP task built by :func:`leaseline.kfp.component`.
+
+The component's generated code calls :func:`run` around the user's function:
+
+1. every environment variable whose value is a reference (``vault://...``, any configured store),
+   plus the component's ``secrets=`` mapping, is resolved and the variable set to the value;
+2. each lease is held (renewed by the resolver) while the function runs;
+3. ``sys.stdout``/``sys.stderr`` are wrapped so a printed value shows as ``***`` (logging is masked
+   by the core);
+4. a return value or output file holding a resolved value is refused;
+5. the variables are put back to their references and the resolver is closed, which revokes every
+   lease and the per-task child token.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from leaseline import LeaselineError, Resolver
+from leaseline._refs import is_reference
+from leaseline.masking import Masker, masker
+
+__all__ = ["SecretOutputRefused", "masked_streams", "references_in_env", "run"]
+
+log = logging.getLogger("leaseline.kfp")
+
+#: config variables are read by leaseline itself (``LEASELINE_AUDIT__HMAC_KEY=env://...``)
+_SKIP_PREFIXES = ("LEASELINE_",)
+#: output files larger than this are not scanned for resolved values
+MAX_SCAN_BYTES = 64 * 1024 * 1024
+
+
+# mypy sees ``leaseline`` as Any from this folder (package-dir mapping), hence the ignore.
+class SecretOutputRefused(LeaselineError, ValueError):  # type: ignore[misc]
+    """A component tried to return (or write as an output) a value it resolved."""
+
+
+def references_in_env(environ: Mapping[str, str], stores: Iterable[str]) -> dict[str, str]:
+    """The variables of ``environ`` whose value is a reference to one of ``stores``.
+
+    ``http://...`` has the shape of a reference but names no store, so ``VAULT_ADDR`` is left alone.
+
+    >>> references_in_env({"K": "vault://secret/x", "VAULT_ADDR": "http://v:8200"}, ["vault"])
+    {'K': 'vault://secret/x'}
+    """
+    known = set(stores)
+    return {
+        name: value
+        for name, value in environ.items()
+        if not name.startswith(_SKIP_PREFIXES)
+        and is_reference(value)
+        and value.partition("://")[0] in known
+    }
+
+
+class _MaskingStream:
+    """A text stream that masks every registered value before it reaches ``inner``.
+
+    Masks per ``write`` call: ``print(value)`` is masked; a value split across two writes, bytes
+    written to ``.buffer`` or to the file descriptor by a child process are not.
+    """
+
+    def __init__(self, inner: TextIO, m: Masker) -> None:
+        self._inner = inner
+        self._masker = m
+
+    def write(self, text: str) -> int:
+        self._inner.write(self._masker.mask(text))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def masked_streams(m: Masker | None = None) -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` with masking writers (idempotent).
+
+    They stay wrapped for the rest of the process, so a traceback printed after the task's
+    function has failed is masked too.
+    """
+    target = m or masker()
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _MaskingStream):
+            setattr(sys, name, cast(TextIO, _MaskingStream(stream, target)))
+
+
+def _output_texts(result: Any) -> Iterable[tuple[str, str]]:
+    """(output name, text) for each value a function returned."""
+    fields = getattr(result, "_fields", None)
+    if isinstance(result, tuple) and fields:
+        for name, value in zip(fields, result, strict=False):
+            yield name, _as_text(value)
+    elif result is not None:
+        yield "Output", _as_text(result)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    try:
+        import json
+
+        return json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _output_files(kwargs: Mapping[str, Any], annotations: Mapping[str, Any]) -> list[Path]:
+    """Files the function was asked to write: ``OutputPath`` arguments and ``Output[...]`` paths."""
+    try:
+        from kfp.dsl.types import type_annotations
+    except ImportError:  # not inside a KFP task
+        return []
+    paths: list[Path] = []
+    for name, value in kwargs.items():
+        annotation = annotations.get(name)
+        if annotation is None:
+            continue
+        if isinstance(annotation, type_annotations.OutputPath):
+            raw = value
+        elif type_annotations.is_artifact_wrapped_in_Output(annotation):
+            raw = getattr(value, "path", None)
+        else:
+            continue
+        if isinstance(raw, str) and raw:
+            paths.append(Path(raw))
+    return paths
+
+
+def _files_under(path: Path) -> Iterable[Path]:
+    if path.is_file():
+        yield path
+    elif path.is_dir():
+        yield from (p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _check_outputs(
+    fn_name: str,
+    result: Any,
+    kwargs: Mapping[str, Any],
+    annotations: Mapping[str, Any],
+    resolved: Masker,
+) -> None:
+    for output, text in _output_texts(result):
+        if resolved.contains_secret(text):
+            raise SecretOutputRefused(
+                f"component '{fn_name}' returned a resolved secret value as output '{output}'; "
+                "outputs are stored in plain text in the pipeline root and metadata store. "
+                "Return a reference (vault://...) or a derived non-secret value instead"
+            )
+    for name, value in kwargs.items():
+        metadata = getattr(value, "metadata", None)
+        if isinstance(metadata, dict) and resolved.contains_secret(_as_text(metadata)):
+            raise SecretOutputRefused(
+                f"component '{fn_name}' put a resolved secret value into the metadata of "
+                f"artifact '{name}'; artifact metadata is stored in plain text"
+            )
+    for root in _output_files(kwargs, annotations):
+        for file in _files_under(root):
+            try:
+                if file.stat().st_size > MAX_SCAN_BYTES:
+                    continue
+                text = file.read_bytes().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if resolved.contains_secret(text):
+                file.unlink()  # do not leave the value in the pipeline root
+                raise SecretOutputRefused(
+                    f"component '{fn_name}' wrote a resolved secret value to output file "
+                    f"{file} (removed); outputs are stored in plain text in the pipeline root"
+                )
+
+
+def run(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    secrets: Mapping[str, str] | None = None,
+    resolver_factory: Callable[[], Resolver] = Resolver,
+) -> Any:
+    """Call ``fn`` with every referenced environment variable resolved (see the module doc).
+
+    Raises whatever resolution raises (the reference is named, never a value), and
+    :class:`SecretOutputRefused` when ``fn`` returns or writes a resolved value.
+    """
+    masked_streams()
+    resolver = resolver_factory()
+    environ = os.environ
+    wanted = references_in_env(environ, resolver.store_names())
+    wanted.update(secrets or {})
+    saved = {name: environ.get(name) for name in wanted}
+    resolved = Masker()
+
+    def restore() -> None:
+        for name, old in saved.items():
+            if old is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = old
+
+    with ExitStack() as stack:
+        stack.callback(resolver.close)
+        stack.callback(restore)
+        for name, ref in sorted(wanted.items()):
+            parsed = resolver.parse(ref)
+            handle = stack.enter_context(resolver.lease(parsed))
+            for value in handle.secret.values():
+                resolved.add(value)
+            environ[name] = handle.reveal()
+        if wanted:
+            log.info(
+                "leaseline: resolved %d reference(s) for this task: %s",
+                len(wanted),
+                ", ".join(f"{n} <- {r}" for n, r in sorted(wanted.items())),
+            )
+        result = fn(*args, **kwargs)
+        annotations = dict(getattr(fn, "__annotations__", {}))
+        _check_outputs(getattr(fn, "__name__", "component"), result, kwargs, annotations, resolved)
+        return result

@@ -1,0 +1,246 @@
+"""``LeaselineBackend`` against the in-process ``memory`` store (unit tests, no servers)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+from leaseline.airflow import LeaselineBackend, get_provider_info
+from leaseline.airflow._backend import close_resolvers, resolver_for
+from leaseline.airflow._task import airflow_context, release_task_leases
+from leaseline.backends.memory import MemoryBackend, random_fields
+
+from tests.canary import CanaryFixture
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A fresh memory store and a config file naming it; resolvers closed afterwards."""
+    name = f"mem-{secrets.token_hex(4)}"
+    config = tmp_path / "leaseline.toml"
+    config.write_text(
+        f'[stores.{name}]\ntype = "memory"\n\n[resolver]\nnegative_ttl = "60s"\n', encoding="utf-8"
+    )
+    yield name, str(config)
+    close_resolvers()
+    MemoryBackend.reset(name)
+
+
+def backend(config: str, **kwargs: Any) -> LeaselineBackend:
+    return LeaselineBackend(config_file=config, **kwargs)
+
+
+def airflow_redact(text: str) -> str:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    return str(redact(text))
+
+
+def test_variable_is_read_masked_and_cached(store: tuple[str, str], canary: CanaryFixture) -> None:
+    name, config = store
+    value = canary.new()
+    MemoryBackend.put(name, "airflow/variables/llm_api_key", {"value": value})
+    b = backend(config, variables_ref=f"{name}://airflow/variables/{{key}}")
+    assert b.get_variable("llm_api_key") == value
+    assert b.get_variable("llm_api_key") == value
+    assert MemoryBackend.reads(name) == 1  # the second lookup is a cache hit
+    # handed to Airflow's masker without a name: masked whatever the variable is called
+    assert airflow_redact(f"key is {value}") == "key is ***"
+
+
+def test_missing_returns_none_and_is_negative_cached(store: tuple[str, str]) -> None:
+    name, config = store
+    b = backend(config, variables_ref=f"{name}://airflow/variables/{{key}}")
+    assert b.get_variable("absent") is None
+    assert b.get_variable("absent") is None
+    assert MemoryBackend.reads(name) == 1
+
+
+def test_denied_raises_airflows_authoritative_deny(store: tuple[str, str]) -> None:
+    name, config = store
+    MemoryBackend.put(name, "airflow/variables/secret", {"value": "x" * 12}, denied=True)
+    b = backend(config, variables_ref=f"{name}://airflow/variables/{{key}}")
+    with pytest.raises(AirflowSecretsBackendAccessDenied, match="denied"):
+        b.get_variable("secret")
+    assert isinstance(AirflowSecretsBackendAccessDenied("x"), PermissionError)
+
+
+def test_lookup_pattern_keeps_unrelated_keys_away_from_the_store(store: tuple[str, str]) -> None:
+    name, config = store
+    b = backend(
+        config,
+        variables_ref=f"{name}://airflow/variables/{{key}}",
+        variables_lookup_pattern=r"^llm_",
+        connections_ref=f"{name}://airflow/connections/{{conn_id}}",
+        connections_lookup_pattern=r"^db_",
+    )
+    assert b.get_variable("other") is None
+    assert b.get_conn_value("aws_default") is None
+    assert MemoryBackend.reads(name) == 0
+
+
+@pytest.mark.parametrize("key", ["a?version=1", "a#field", "../sys/x", "with space", ""])
+def test_keys_cannot_steer_the_reference(store: tuple[str, str], key: str) -> None:
+    name, config = store
+    b = backend(config, variables_ref=f"{name}://airflow/variables/{{key}}")
+    assert b.get_variable(key) is None
+    assert MemoryBackend.reads(name) == 0
+
+
+def test_no_template_means_not_here(store: tuple[str, str]) -> None:
+    _, config = store
+    b = backend(config)
+    assert b.get_variable("x") is None
+    assert b.get_conn_value("x") is None
+    assert b.get_config("x") is None
+
+
+def test_variable_field_forms(store: tuple[str, str], canary: CanaryFixture) -> None:
+    name, config = store
+    one, a, b_ = canary.new(), canary.new(), canary.new()
+    MemoryBackend.put(name, "v/only", {"anything": one})
+    MemoryBackend.put(name, "v/multi", {"a": a, "b": b_})
+    b = backend(config, variables_ref=f"{name}://v/{{key}}")
+    assert b.get_variable("only") == one
+    assert json.loads(b.get_variable("multi") or "") == {"a": a, "b": b_}
+    shared = backend(config, variables_ref=f"{name}://v/multi#{{key}}")  # one secret, many vars
+    assert shared.get_variable("a") == a
+    assert shared.get_variable("b") == b_
+
+
+def test_config_values(store: tuple[str, str], canary: CanaryFixture) -> None:
+    name, config = store
+    value = canary.new()
+    MemoryBackend.put(name, "airflow/config/sql_alchemy_conn", {"value": value})
+    b = backend(config, config_ref=f"{name}://airflow/config/{{key}}")
+    assert b.get_config("sql_alchemy_conn") == value
+
+
+def test_connection_from_fields_of_a_secret(store: tuple[str, str], canary: CanaryFixture) -> None:
+    name, config = store
+    password = canary.new()
+    MemoryBackend.put(
+        name,
+        "airflow/connections/db_main",
+        {
+            "conn_type": "postgres",
+            "host": "db.internal",
+            "port": "5432",
+            "login": "etl",
+            "password": password,
+            "sslmode": "require",
+        },
+    )
+    b = backend(config, connections_ref=f"{name}://airflow/connections/{{conn_id}}")
+    conn = b.get_connection("db_main")
+    assert conn is not None
+    assert (conn.conn_type, conn.host, conn.port, conn.login) == (
+        "postgres",
+        "db.internal",
+        5432,
+        "etl",
+    )
+    assert conn.password == password
+    assert conn.extra_dejson == {"sslmode": "require"}
+
+
+def test_connection_from_a_uri(store: tuple[str, str], canary: CanaryFixture) -> None:
+    name, config = store
+    password = canary.new()
+    MemoryBackend.put(name, "c/api", {"conn_uri": f"http://user:{password}@api.internal:8080"})
+    b = backend(config, connections_ref=f"{name}://c/{{conn_id}}")
+    conn = b.get_connection("api")
+    assert conn is not None and conn.host == "api.internal" and conn.password == password
+
+
+def test_explicit_connection_fields_share_one_dynamic_lease(store: tuple[str, str]) -> None:
+    name, config = store
+    MemoryBackend.put(
+        name,
+        "database/creds/etl",
+        ttl=600,
+        renewable=True,
+        mint=random_fields("username", "password"),
+    )
+    b = backend(
+        config,
+        connections={
+            "training_db": {
+                "conn_type": "postgres",
+                "host": "https://not-a-reference.example",  # a literal, not a store
+                "port": 5432,
+                "login": f"{name}://database/creds/etl#username",
+                "password": f"{name}://database/creds/etl#password",
+                "extra": {"sslmode": "disable"},
+            }
+        },
+    )
+    conn = b.get_connection("training_db")
+    assert conn is not None
+    assert conn.host == "https://not-a-reference.example"
+    assert conn.login and conn.password and conn.login != conn.password
+    assert MemoryBackend.reads(name) == 1  # login and password: one read, one lease
+    assert len(MemoryBackend.live_leases(name)) == 1
+    assert conn.extra_dejson == {"sslmode": "disable"}
+    # both values reached Airflow's masker (Airflow alone would mask only the password)
+    assert airflow_redact(f"{conn.login} {conn.password}") == "*** ***"
+    release_task_leases()  # what the task-end listener does
+    assert MemoryBackend.live_leases(name) == []
+
+
+def test_explicit_connection_as_one_reference(
+    store: tuple[str, str], canary: CanaryFixture
+) -> None:
+    name, config = store
+    password = canary.new()
+    MemoryBackend.put(name, "c/uri", {"uri": f"postgres://u:{password}@h:1/db"})
+    b = backend(config, connections={"pg": f"{name}://c/uri"})
+    assert b.get_conn_value("pg") == f"postgres://u:{password}@h:1/db"
+    assert b.get_conn_value("not_mapped") is None
+
+
+def test_bad_arguments_fail_at_start_up() -> None:
+    with pytest.raises(ValueError, match=r"\{key\}"):
+        LeaselineBackend(variables_ref="vault://secret/airflow/variables/fixed")
+    with pytest.raises(ValueError, match="regular expression"):
+        LeaselineBackend(variables_lookup_pattern="(")
+    with pytest.raises(ValueError):
+        LeaselineBackend(connections={"x": 42})  # type: ignore[dict-item]
+
+
+def test_backend_instances_share_one_resolver(store: tuple[str, str]) -> None:
+    _, config = store
+    assert backend(config).resolver is backend(config).resolver is resolver_for(config)
+
+
+def test_repr_shows_no_values(store: tuple[str, str]) -> None:
+    name, config = store
+    b = backend(config, connections={"db": {"password": f"{name}://x#password"}})
+    assert "password" not in repr(b) and "db" in repr(b)
+
+
+def test_audit_context_outside_a_task_is_empty() -> None:
+    assert airflow_context() == {}
+
+
+def test_provider_info_entry_point() -> None:
+    found = [ep for ep in entry_points(group="apache_airflow_provider") if "leaseline" in ep.value]
+    assert found, "the apache_airflow_provider entry point of leaseline is not installed"
+    info = found[0].load()()
+    assert info == get_provider_info()
+    assert info["package-name"] == "leaseline"
+    assert info["secrets-backends"] == ["leaseline.airflow.LeaselineBackend"]
+
+
+def test_import_leaseline_airflow_does_not_import_airflow() -> None:
+    code = "import sys, leaseline.airflow; print('airflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

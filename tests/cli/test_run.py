@@ -1,0 +1,359 @@
+"""`leaseline run`, the real binary in a subprocess, against the session's OpenBao."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.cli.conftest import (
+    LEASELINE,
+    accessor_alive,
+    lease_alive,
+    leaseline,
+    ledger_ids,
+    put_kv,
+)
+from tests.servers import DatabaseEngine, OpenBao
+
+pytestmark = pytest.mark.integration
+
+DB_REF = "vault://database/creds/reader"
+
+
+def kv_secret(openbao: OpenBao, canary: object, name: str) -> tuple[str, str]:
+    value = canary.new()  # type: ignore[attr-defined]
+    ref = put_kv(openbao, f"cli/{name}-{os.urandom(3).hex()}", {"value": value})
+    return ref + "#value", value
+
+
+def test_masks_every_encoding(openbao: OpenBao, cli_env: dict[str, str], canary: object) -> None:
+    ref, value = kv_secret(openbao, canary, "enc")
+    raw = value.encode()
+    forms = [
+        value,
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        quote(value, safe=""),
+        json.dumps({"k": value})[7:-1],
+        raw.hex(),
+        raw.hex().upper(),
+    ]
+    # the forms are computed in the child from the variable, so the test's argv holds none
+    script = (
+        "import os,base64,json,urllib.parse as u\n"
+        "v=os.environ['SECRET']; r=v.encode()\n"
+        "for f in [v, base64.b64encode(r).decode(), base64.urlsafe_b64encode(r).decode().rstrip('='),"
+        " u.quote(v, safe=''), json.dumps(v)[1:-1], r.hex(), r.hex().upper()]:\n"
+        "    print('form:', f)\n"
+    )
+    result = leaseline(
+        "run", "--env", f"SECRET={ref}", "--", sys.executable, "-c", script, env=cli_env
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == ["form: ***"] * 7
+    for form in forms:
+        assert form not in result.stdout
+
+
+def test_value_split_across_two_writes(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object
+) -> None:
+    ref, _value = kv_secret(openbao, canary, "split")
+    script = (
+        "import os,sys,time\nv=os.environ['SECRET']\n"
+        "sys.stdout.write('token=' + v[:9]); sys.stdout.flush(); time.sleep(0.4)\n"
+        "sys.stdout.write(v[9:] + ' end\\n'); sys.stdout.flush()\n"
+        "sys.stderr.write('err ' + v[:5]); sys.stderr.flush(); time.sleep(0.2)\n"
+        "sys.stderr.write(v[5:] + '\\n')\n"
+    )
+    result = leaseline(
+        "run", "--env", f"SECRET={ref}", "--", sys.executable, "-c", script, env=cli_env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "token=*** end\n"
+    assert result.stderr == "err ***\n"
+
+
+def _read_pty(master: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> bytes:
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                break
+            raise
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(10)
+    return out
+
+
+def test_pty_keeps_colour_and_isatty(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object
+) -> None:
+    ref, value = kv_secret(openbao, canary, "pty")
+    script = (
+        "import os,sys\n"
+        "print('tty', sys.stdout.isatty(), sys.stdin.isatty())\n"
+        "print('\\033[31mred\\033[0m', os.environ['SECRET'])\n"
+        "print('size', os.get_terminal_size().columns)\n"
+    )
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 123, 0, 0))
+    proc = subprocess.Popen(
+        [*LEASELINE, "run", "--env", f"SECRET={ref}", "--", sys.executable, "-c", script],
+        env=cli_env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        out = _read_pty(master, proc).decode(errors="replace")
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, out
+    assert "tty True True" in out
+    assert "\x1b[31mred\x1b[0m ***" in out
+    assert "size 123" in out
+    assert value not in out
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("pass", 0),
+        ("raise SystemExit(1)", 1),
+        ("import os,signal; os.kill(os.getpid(), signal.SIGKILL)", 137),
+    ],
+)
+def test_exit_code_is_the_childs(cli_env: dict[str, str], script: str, expected: int) -> None:
+    result = leaseline("run", "--", sys.executable, "-c", script, env=cli_env)
+    assert result.returncode == expected, result.stderr
+
+
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*LEASELINE, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # signals in this test reach only leaseline
+    )
+
+
+def _wait_line(proc: subprocess.Popen[str], text: str) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if text in line:
+            return
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"leaseline exited ({proc.returncode}): {proc.stderr.read()}")  # type: ignore[union-attr]
+    raise AssertionError(f"no {text!r} line")
+
+
+WAITER = (
+    "import signal,sys,time\n"
+    "def bye(n, f):\n    print('got', signal.Signals(n).name, flush=True); sys.exit(42)\n"
+    "signal.signal(signal.SIGTERM, bye); signal.signal(signal.SIGINT, bye)\n"
+    "print('ready', flush=True)\ntime.sleep(60)\nsys.exit(3)\n"
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_are_forwarded(cli_env: dict[str, str], sig: signal.Signals) -> None:
+    proc = _start(["run", "--", sys.executable, "-c", WAITER], cli_env)
+    _wait_line(proc, "ready")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 42, err
+    assert f"got {sig.name}" in out
+
+
+ENDINGS = {
+    "exit-0": ("pass", 0),
+    "exit-1": ("raise SystemExit(1)", 1),
+    "child-sigkill": ("import os; os.kill(os.getpid(), 9)", 137),
+    "sigterm-to-leaseline": (WAITER, 42),
+    "sigint-to-leaseline": (WAITER, 42),
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_leases_revoked_however_the_run_ends(
+    vault_db: DatabaseEngine, cli_env: dict[str, str], tmp_path: Path, ending: str
+) -> None:
+    script, expected = ENDINGS[ending]
+    args = [
+        "run",
+        "--env",
+        f"DB_USER={DB_REF}#username",
+        "--env",
+        f"DB_PASSWORD={DB_REF}#password",
+        "--",
+        sys.executable,
+        "-c",
+        script,
+    ]
+    if ending.startswith("sig"):
+        proc = _start(args, cli_env)
+        _wait_line(proc, "ready")
+        leases, tokens = ledger_ids(tmp_path / "ledger.jsonl")
+        assert leases and all(lease_alive(vault_db.bao, lid) for lid in leases)
+        proc.send_signal(signal.SIGTERM if "sigterm" in ending else signal.SIGINT)
+        proc.communicate(timeout=30)
+        code = proc.returncode
+    else:
+        code = leaseline(*args, env=cli_env).returncode
+    assert code == expected
+    leases, tokens = ledger_ids(tmp_path / "ledger.jsonl")
+    assert len(leases) == 1 and len(tokens) == 1
+    assert not lease_alive(vault_db.bao, leases[0])
+    assert not accessor_alive(vault_db.bao, tokens[0])
+
+
+def test_kill_9_of_leaseline_then_revoke_orphaned(
+    vault_db: DatabaseEngine, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    proc = _start(
+        ["run", "--env", f"DB_PASSWORD={DB_REF}#password", "--", sys.executable, "-c", WAITER],
+        cli_env,
+    )
+    _wait_line(proc, "ready")
+    ledger = tmp_path / "ledger.jsonl"
+    runs = [json.loads(line) for line in ledger.read_text().splitlines()]
+    child_pid = next(r["child_pid"] for r in runs if r["op"] == "run")
+    proc.kill()
+    proc.communicate(timeout=30)
+    os.kill(child_pid, signal.SIGKILL)  # the orphaned child would keep running otherwise
+    leases, tokens = ledger_ids(ledger)
+    assert lease_alive(vault_db.bao, leases[0]) and accessor_alive(vault_db.bao, tokens[0])
+
+    listed = leaseline("leases", "list", "--format", "json", env=cli_env)
+    assert listed.returncode == 0, listed.stderr
+    assert {r["status"] for r in json.loads(listed.stdout)} == {"orphaned"}
+
+    revoked = leaseline("leases", "revoke", "--orphaned", env=cli_env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked" in revoked.stdout
+    assert not lease_alive(vault_db.bao, leases[0])
+    assert not accessor_alive(vault_db.bao, tokens[0])
+    after = leaseline("leases", "list", "--format", "json", env=cli_env)
+    assert json.loads(after.stdout) == []
+
+
+def test_file_is_private_and_removed(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object
+) -> None:
+    ref, _value = kv_secret(openbao, canary, "file")
+    script = (
+        "import os,stat\np=os.environ['CRED_FILE']\n"
+        "print(p); print(oct(stat.S_IMODE(os.stat(p).st_mode)))\n"
+        "print(oct(stat.S_IMODE(os.stat(os.path.dirname(p)).st_mode)))\n"
+        "print(open(p).read())\n"
+    )
+    result = leaseline(
+        "run", "--file", f"CRED_FILE={ref}", "--", sys.executable, "-c", script, env=cli_env
+    )
+    assert result.returncode == 0, result.stderr
+    path, mode, dir_mode, content = result.stdout.splitlines()
+    assert mode == "0o600" and dir_mode == "0o700"
+    assert content == "***"
+    if os.path.isdir("/dev/shm"):
+        assert path.startswith("/dev/shm/")
+    assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+
+
+def test_env_values_that_are_references_are_resolved(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object
+) -> None:
+    ref, value = kv_secret(openbao, canary, "implicit")
+    env = {**cli_env, "OPENAI_API_KEY": ref, "SOME_URL": "https://example.invalid/x"}
+    script = (
+        "import os\nprint(os.environ['OPENAI_API_KEY'])\nprint(os.environ['SOME_URL'])\n"
+        f"print(len(os.environ['OPENAI_API_KEY']) == {len(value)})\n"
+    )
+    result = leaseline("run", "--", sys.executable, "-c", script, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["***", "https://example.invalid/x", "True"]
+
+
+# -- bad input: one line, the fix, a documented exit code, no traceback ---------------------------
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("leaseline: error: ")
+    return result.stderr
+
+
+def test_malformed_manifest(cli_env: dict[str, str], tmp_path: Path) -> None:
+    manifest = tmp_path / "secrets.toml"
+    manifest.write_text("[env\nX = 1\n")
+    result = leaseline("run", "--manifest", str(manifest), "--", "true", env=cli_env)
+    assert result.returncode == 2
+    err = _one_line_error(result)
+    assert "not valid TOML" in err and "[env]" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_manifest_with_wrong_shape(cli_env: dict[str, str], tmp_path: Path) -> None:
+    manifest = tmp_path / "secrets.toml"
+    manifest.write_text('[envs]\nX = "vault://secret/x"\n')
+    result = leaseline("run", "--manifest", str(manifest), "--", "true", env=cli_env)
+    assert result.returncode == 2
+    assert "unknown key(s) envs" in _one_line_error(result)
+
+
+def test_unknown_reference(cli_env: dict[str, str]) -> None:
+    result = leaseline(
+        "run", "--env", "X=vault://secret/absent/nothing#k", "--", "true", env=cli_env
+    )
+    assert result.returncode == 3
+    assert "vault://secret/absent/nothing" in _one_line_error(result)
+
+
+def test_denied_path(openbao: OpenBao, cli_env: dict[str, str]) -> None:
+    token = openbao.token_with_policy('path "secret/data/allowed/*" { capabilities = ["read"] }')
+    env = {**cli_env, "VAULT_TOKEN": token}
+    result = leaseline("run", "--env", "X=vault://secret/forbidden/x#k", "--", "true", env=env)
+    assert result.returncode == 4
+    err = _one_line_error(result)
+    assert "permission denied" in err and "capabilities" in err
+
+
+def test_debug_shows_the_traceback(cli_env: dict[str, str]) -> None:
+    result = leaseline(
+        "--debug", "run", "--env", "X=vault://secret/absent/nothing#k", "--", "true", env=cli_env
+    )
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_command_not_found(cli_env: dict[str, str]) -> None:
+    result = leaseline("run", "--", "no-such-command-leaseline", env=cli_env)
+    assert result.returncode == 127
+    assert "command not found" in _one_line_error(result)

@@ -1,0 +1,86 @@
+"""The blocks against the in-process ``memory`` store: no Prefect server, no flow run."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from leaseline.backends.memory import MemoryBackend
+from leaseline.masking import masker
+from leaseline.prefect import DatabaseCredentials, LeaselineStore, SecretReference, _store
+from leaseline.prefect._runs import audit_context, hold_for_flow_run
+
+
+@pytest.fixture
+def mem() -> Iterator[LeaselineStore]:
+    name = f"mem-{secrets.token_hex(3)}"
+    yield LeaselineStore(store_name=name, store_type="memory")
+    _store._reset()
+    MemoryBackend.reset(name)
+
+
+def test_import_leaseline_does_not_import_prefect() -> None:
+    code = "import sys, leaseline; assert 'prefect' not in sys.modules, 'prefect imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_get_aget_and_fields_outside_a_flow(mem: LeaselineStore, canary: Any) -> None:
+    value, org = canary.new(), canary.new()
+    MemoryBackend.put(mem.store_name, "llm/openai", {"api_key": value, "org": org})
+    block = SecretReference(ref=f"{mem.store_name}://llm/openai#api_key", store=mem)
+    assert block.get() == value
+    assert block.get("org") == org
+    assert asyncio.run(block.aget()) == value
+    assert value not in repr(block.get_secret())
+    assert MemoryBackend.reads(mem.store_name) == 1  # one read: the core's cache served the rest
+    assert masker().contains_secret(f"x{value}x")
+
+
+def test_database_lease_url_is_quoted_and_revoked_at_exit(mem: LeaselineStore) -> None:
+    password = "p@ss:/w?rd#" + secrets.token_hex(8)
+    MemoryBackend.put(
+        mem.store_name,
+        "db/creds",
+        {"username": "v-reader", "password": password},
+        ttl=300,
+        renewable=True,
+    )
+    db = DatabaseCredentials(
+        ref=f"{mem.store_name}://db/creds",
+        store=mem,
+        host="::1",
+        port=6543,
+        database="ml",
+        query={"sslmode": "verify-full"},
+    )
+    with db.lease() as held:
+        assert MemoryBackend.live_leases(mem.store_name)
+        assert held.url.startswith("postgresql://v-reader:p%40ss%3A%2Fw%3Frd%23")
+        assert held.url.endswith("@[::1]:6543/ml?sslmode=verify-full")
+        assert held.connect_kwargs()["password"] == password
+        assert password not in repr(held) and "[::1]:6543/ml" in repr(held)
+    assert MemoryBackend.live_leases(mem.store_name) == []
+
+
+def test_literal_secret_options_are_merged_and_masked() -> None:
+    literal = secrets.token_hex(16)
+    store = LeaselineStore(
+        store_name="v",
+        options={"auth": {"method": "approle", "role_id": "r"}},
+        secret_options={"auth.secret_id": literal},
+    )
+    assert store.table()["auth"] == {"method": "approle", "role_id": "r", "secret_id": literal}
+    assert literal not in repr(store)
+    assert masker().contains_secret(literal)
+
+
+def test_outside_a_flow_run_nothing_is_held(mem: LeaselineStore) -> None:
+    resolver = mem.get_resolver()
+    assert resolver is _store.resolver_for(mem)  # one resolver per store settings
+    assert hold_for_flow_run(resolver, resolver.parse(f"{mem.store_name}://x")) is False
+    assert audit_context() == {}
