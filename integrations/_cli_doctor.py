@@ -14,43 +14,6 @@ from .cli import make_resolver
 __all__ = ["doctor"]
 
 
-def _vault_check(backend: Any) -> dict[str, Any]:
-    """Reachability (sys/health, unauthenticated), login, and the login token's TTL."""
-    from ._exceptions import LeaselineError
-
-    row: dict[str, Any] = {"reachable": False, "authenticated": False, "token_ttl": None}
-    config = backend.config
-    try:
-        resp = backend._session.get(
-            f"{config.addr}/v1/sys/health", timeout=config.timeout, verify=config.verify
-        )
-        health = resp.json()
-        row["reachable"] = True
-        if health.get("sealed"):
-            row["detail"] = "sealed"
-            return row
-        row["version"] = health.get("version")
-    except Exception as exc:
-        row["detail"] = f"cannot reach {config.addr} ({type(exc).__name__})"
-        return row
-    try:
-        backend._ensure_token()
-        info = backend._request(
-            "GET",
-            "auth/token/lookup-self",
-            ref="auth/token/lookup-self",
-            token=backend._login_token,
-        )["data"]
-    except LeaselineError as exc:
-        row["detail"] = str(exc).splitlines()[0]
-        return row
-    row["authenticated"] = True
-    ttl = info.get("ttl")
-    row["token_ttl"] = "never expires" if not ttl else f"{int(ttl)}s"
-    row["policies"] = info.get("policies")
-    return row
-
-
 def check_store(resolver: Any, name: str) -> dict[str, Any]:
     from ._exceptions import LeaselineError
 
@@ -64,8 +27,6 @@ def check_store(resolver: Any, name: str) -> dict[str, Any]:
     check = getattr(backend, "check", None)
     if callable(check):  # a backend's own health check, when it has one
         row.update(check())
-    elif row["type"] == "vault":
-        row.update(_vault_check(backend))
     else:
         row.update({"reachable": None, "authenticated": None, "token_ttl": None})
     row["ok"] = row.get("reachable") is not False and row.get("authenticated") is not False

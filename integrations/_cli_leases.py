@@ -83,26 +83,12 @@ def list_(ctx: click.Context, show_all: bool, fmt: str) -> None:
 def revoke_accessor(backend: Any, accessor: str) -> None:
     """Revoke a Vault token (and every lease issued under it) by its accessor."""
     method = getattr(backend, "revoke_accessor", None)
-    if method is not None:
-        method(accessor)
-        return
-    request = getattr(backend, "_request", None)
-    if request is None:
+    if method is None:
         raise click.ClickException(
             f"store {backend.name} cannot revoke a token by accessor; its leases expire with "
             "the token's TTL"
         )
-    from ._exceptions import SecretNotFound
-
-    try:
-        request(
-            "POST",
-            "auth/token/revoke-accessor",
-            ref="auth/token/revoke-accessor",
-            body={"accessor": accessor},
-        )
-    except SecretNotFound:
-        return
+    method(accessor)
 
 
 @leases.command("revoke")

@@ -200,7 +200,15 @@ def _mask_record(record: logging.LogRecord, m: Masker) -> None:
     if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
-        record.exc_text = m.mask(record.exc_text)
+        masked = m.mask(record.exc_text)
+        if masked != record.exc_text:
+            # Some formatters (structlog's ProcessorFormatter...) render ``exc_info`` themselves
+            # and would print the unmasked exception: hand them the masked text in the message.
+            record.msg = f"{record.msg}\n{masked}"
+            record.exc_info = None
+            record.exc_text = None
+        else:
+            record.exc_text = masked
     if record.stack_info:
         record.stack_info = m.mask(record.stack_info)
 

@@ -482,6 +482,61 @@ class VaultBackend:
         except (SecretNotFound, LeaselineError):
             return None
 
+    def revoke_accessor(self, accessor: str) -> None:
+        """Revoke a token by its accessor (and every lease issued under it); gone is fine.
+
+        ``leaseline leases revoke --orphaned`` uses it for per-task tokens of killed runs.
+        """
+        try:
+            self._request(
+                "POST",
+                "auth/token/revoke-accessor",
+                ref="auth/token/revoke-accessor",
+                token=self._login_token or self._ensure_token(),
+                body={"accessor": accessor},
+            )
+        except SecretNotFound:
+            return
+        except LeaselineError as exc:
+            if "invalid accessor" in exc.message or "not found" in exc.message:
+                return
+            raise
+
+    def check(self) -> dict[str, Any]:
+        """For ``leaseline doctor``: reachable (sys/health), authenticated, the token's TTL."""
+        row: dict[str, Any] = {"reachable": False, "authenticated": False, "token_ttl": None}
+        try:
+            resp = self._session.get(
+                f"{self.config.addr}/v1/sys/health",
+                timeout=self.config.timeout,
+                verify=self.config.verify,
+            )
+            health = resp.json()
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            row["detail"] = f"cannot reach {self.config.addr} ({type(exc).__name__})"
+            return row
+        row["reachable"] = True
+        if health.get("sealed"):
+            row["detail"] = "sealed"
+            return row
+        row["version"] = health.get("version")
+        try:
+            self._ensure_token()
+            info = self._request(
+                "GET",
+                "auth/token/lookup-self",
+                ref="auth/token/lookup-self",
+                token=self._login_token,
+            )["data"]
+        except LeaselineError as exc:
+            row["detail"] = str(exc).splitlines()[0]
+            return row
+        row["authenticated"] = True
+        ttl = info.get("ttl")
+        row["token_ttl"] = "never expires" if not ttl else f"{int(ttl)}s"
+        row["policies"] = info.get("policies")
+        return row
+
     def metadata(self, ref: SecretRef) -> SecretMetadata:
         key = ref.key
         path = ref.locator.strip("/")

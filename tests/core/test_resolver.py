@@ -305,3 +305,33 @@ def test_masker_registered_before_return(clock: FakeClock, canary: Any) -> None:
         got = r.resolve("memory://m#v")
     assert got in seen
     assert masker().mask(f"x{got}y") == "x***y"
+
+
+def test_masked_when_a_formatter_renders_exc_info_itself(clock: FakeClock, canary: Any) -> None:
+    """structlog's ProcessorFormatter (used by Airflow 3) formats ``exc_info`` on its own."""
+    import io
+
+    import structlog
+
+    value = canary.new()
+    MemoryBackend.put("memory", "s", {"v": value})
+    with make(clock) as r:
+        got = r.resolve("memory://s#v")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(processor=structlog.dev.ConsoleRenderer(colors=False))
+    )
+    log = logging.getLogger("structlog.rendered.child")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        try:
+            raise ValueError(f"failed with {got}")
+        except ValueError:
+            log.exception("boom")
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert value not in text
+    assert "ValueError: failed with ***" in text
