@@ -35,6 +35,9 @@ def get(ctx: click.Context, ref: str, as_json: bool) -> None:
     \b
     Exit codes: 0 ok, 2 invalid reference or config, 3 not found, 4 denied, 5 store unavailable.
     """
+    from ._ci import announce_masks
+
+    announce_masks()  # GITHUB_ACTIONS=true: ::add-mask:: every value before it is printed
     with make_resolver(ctx) as resolver:
         parsed = resolver.parse(ref)
         if not as_json:

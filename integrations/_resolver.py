@@ -224,17 +224,17 @@ class Resolver:
         parsed = self._parsed.get(ref) if type(ref) is str else None
         if parsed is None:
             parsed = self.parse(ref)
-        entry = self._cache.get(parsed.key)
+        entry = self._cache.get(parsed._key)
         if entry is not None:
             now = self._clock()
             if now < entry.refresh_at:
                 if self._auditor.enabled:
-                    self._auditor.hit(parsed.key, parsed.store)
+                    self._auditor.hit(parsed._key, parsed.store)
                 return entry.secret
             if now < entry.serve_until:
                 self._refresh_in_background(entry, now)
                 if self._auditor.enabled:
-                    self._auditor.hit(parsed.key, parsed.store)
+                    self._auditor.hit(parsed._key, parsed.store)
                 return entry.secret
         return self._load(parsed).secret
 
@@ -669,6 +669,22 @@ class Resolver:
             held = [(k, e.secret.lease) for k, e in self._cache.items() if e.secret.lease]
             held += [(k, lease) for _, k, lease in self._retired]
         return [(k, lease) for k, lease in held if lease is not None and lease.id]
+
+    def detach(self) -> list[tuple[str, Lease]]:
+        """Hand every lease over to someone else (a sidecar, a later cleanup): stop renewing,
+        forget them without revoking, and leave them out of the exit-time close. Returns what was
+        held. The resolver cannot be used afterwards."""
+        with self._lock:
+            held = self.leases()
+            self._closed = True
+            self._cache.clear()
+            self._retired.clear()
+        self._scheduler.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._auditor.close()
+        _live.discard(self)
+        return held
 
     def close(self) -> None:
         """Revoke every lease and per-task token this resolver holds; idempotent."""

@@ -1,29 +1,44 @@
 """The audit trail: one JSON line per store request, hash-chained.
 
-Every read, lease issue/renew/revoke, rotation, denial and error becomes an event with the
-reference (never a value), the store, the field names, ``value_hmac`` (HMAC-SHA256 of the values
-under the audit key), the actor, the outcome and the latency. Cache hits are counted per
-(reference, actor) and flushed as one ``cache_hits`` event per interval and at close, so the hot
-path does no I/O. ``prev`` is the SHA-256 of the previous line: ``leaseline audit verify`` checks it.
+Every read, lease issue/renew/revoke, rotation, denial and error becomes an event (schema:
+``audit_event.schema.json``, shipped in the package) with the reference (never a value), the
+store, the field names, ``value_hmac`` (HMAC-SHA256 of the values under the audit key, as Vault's
+audit devices do), the actor (user, host, pid, orchestrator context), the source address, the
+outcome and the latency. ``prev`` is the SHA-256 of the previous line and ``seq`` counts lines
+along the chain: ``leaseline audit verify`` checks both.
+
+Cache hits are counted per reference without I/O or locks on the hot path, and flushed as one
+``cache_hits`` event per reference per interval (a background thread), when the orchestrator
+context changes, and at close/exit. The counts are attributed to the actor whose store read
+filled the cache entry.
+
+>>> from leaseline.audit import build_auditor
+>>> auditor = build_auditor({"sink": "file:///tmp/audit.jsonl", "hmac_key": "k"})  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import getpass
+import atexit
+import datetime as _dt
 import hashlib
 import hmac
+import itertools
 import json
-import os
-import socket
 import sys
 import threading
 import time
-from collections import Counter
+import weakref
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
+
+from ._audit_actor import actor, add_context_provider, context_of, source_address, static_actor
+from ._audit_sinks import ChainedSink, FileSink, LoggingSink, Sink, StdoutSink
+from ._exceptions import ConfigError, LeaselineError
 
 __all__ = [
+    "GENESIS",
+    "SCHEMA_VERSION",
+    "AuditSinkError",
     "Auditor",
     "FileSink",
     "LoggingSink",
@@ -31,136 +46,41 @@ __all__ = [
     "Sink",
     "StdoutSink",
     "actor",
+    "add_context_provider",
     "build_auditor",
+    "line_hash",
+    "schema",
 ]
 
 GENESIS = "0" * 64
+SCHEMA_VERSION = 1
 
 
-class Sink(Protocol):
-    def write(self, line: str) -> None: ...
-    def close(self) -> None: ...
+class AuditSinkError(LeaselineError, OSError):
+    """The audit sink failed after retries and ``[audit] required = true``."""
 
 
-class FileSink:
-    """Append-only JSON lines; ``fsync`` is ``always``, ``interval`` (once a second) or ``never``."""
-
-    def __init__(self, path: str | os.PathLike[str], fsync: str = "interval") -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._fh: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
-        self._fsync = fsync
-        self._last_sync = time.monotonic()
-
-    def last_line(self) -> str | None:
-        try:
-            with self.path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - 65536))
-                lines = fh.read().splitlines()
-        except OSError:
-            return None
-        for raw in reversed(lines):
-            text = raw.decode("utf-8", "replace")
-            if text.strip():
-                try:
-                    json.loads(text)
-                except ValueError:
-                    continue
-                return text
-        return None
-
-    def write(self, line: str) -> None:
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        if self._fsync == "always" or (
-            self._fsync == "interval" and time.monotonic() - self._last_sync > 1.0
-        ):
-            os.fsync(self._fh.fileno())
-            self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        try:
-            self._fh.flush()
-            if self._fsync != "never":
-                os.fsync(self._fh.fileno())
-        finally:
-            self._fh.close()
+def line_hash(line: str | bytes) -> str:
+    """SHA-256 of one line as written (without its newline): the next line's ``prev``."""
+    data = line.encode("utf-8") if isinstance(line, str) else line
+    return hashlib.sha256(data).hexdigest()
 
 
-class StdoutSink:
-    def write(self, line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+def schema() -> dict[str, Any]:
+    """The JSON Schema of an audit event (``leaseline/audit_event.schema.json``)."""
+    from importlib import resources
 
-    def close(self) -> None:
-        pass
-
-
-class LoggingSink:
-    def __init__(self, name: str = "leaseline.audit") -> None:
-        import logging
-
-        self._log = logging.getLogger(name)
-
-    def write(self, line: str) -> None:
-        self._log.info(line)
-
-    def close(self) -> None:
-        pass
+    text = resources.files("leaseline").joinpath("audit_event.schema.json").read_text("utf-8")
+    result: dict[str, Any] = json.loads(text)
+    return result
 
 
-_context_providers: list[Callable[[], Mapping[str, Any]]] = []
+def format_time(ts: float) -> str:
+    """RFC 3339 UTC with microseconds, as SIEMs parse it: ``2025-01-31T08:00:00.000001Z``."""
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def add_context_provider(fn: Callable[[], Mapping[str, Any]]) -> None:
-    """Orchestrator adapters add a function returning their run context (dag/task/run ids...)."""
-    if fn not in _context_providers:
-        _context_providers.append(fn)
-
-
-def _env_context() -> dict[str, Any]:
-    env = os.environ
-    ctx: dict[str, Any] = {}
-    airflow = {
-        "dag_id": env.get("AIRFLOW_CTX_DAG_ID"),
-        "task_id": env.get("AIRFLOW_CTX_TASK_ID"),
-        "run_id": env.get("AIRFLOW_CTX_DAG_RUN_ID"),
-        "try_number": env.get("AIRFLOW_CTX_TRY_NUMBER"),
-    }
-    if any(airflow.values()):
-        ctx["airflow"] = {k: v for k, v in airflow.items() if v}
-    prefect = {
-        "flow_run_id": env.get("PREFECT__FLOW_RUN_ID"),
-    }
-    if any(prefect.values()):
-        ctx["prefect"] = {k: v for k, v in prefect.items() if v}
-    kfp = {
-        "pipeline": env.get("KFP_PIPELINE_NAME"),
-        "run_id": env.get("KFP_RUN_ID"),
-        "task": env.get("KFP_TASK_NAME") or env.get("KFP_POD_NAME"),
-    }
-    if any(kfp.values()):
-        ctx["kfp"] = {k: v for k, v in kfp.items() if v}
-    return ctx
-
-
-def actor() -> dict[str, Any]:
-    """Who is acting: user, host, pid, plus whatever orchestrator context is present."""
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-    info: dict[str, Any] = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
-    info.update(_env_context())
-    for provider in _context_providers:
-        try:
-            info.update(provider())
-        except Exception:  # context is best effort; an event is never lost for it
-            pass
-    return info
+# -- auditors -----------------------------------------------------------------------------------
 
 
 class NullAuditor:
@@ -181,32 +101,80 @@ class NullAuditor:
         pass
 
 
+#: events whose actor filled a cache entry (cache hits on it are attributed to that actor)
+_FILLS = frozenset({"read", "lease_issue"})
+
+_live: weakref.WeakSet[Auditor] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for auditor in list(_live):
+        try:
+            auditor.flush()
+            auditor.sync()
+        except Exception:  # exit must go on; flush already reported on stderr
+            pass
+
+
 class Auditor:
-    """Writes hash-chained events to a sink. Thread-safe."""
+    """Writes hash-chained events to a sink. Thread-safe.
+
+    A sink that fails is retried (``retries`` times, short backoff); then the event line itself
+    is printed on stderr so it is not lost, and with ``required=True`` :class:`AuditSinkError` is
+    raised to the caller (the store request that caused it fails).
+    """
 
     enabled = True
 
     def __init__(
         self,
-        sink: Sink,
+        sink: Sink | ChainedSink,
         *,
         hmac_key: bytes | None = None,
         clock: Callable[[], float] = time.time,
         flush_interval: float = 60.0,
         required: bool = False,
+        retries: int = 3,
+        retry_delay: float = 0.05,
     ) -> None:
         self._sink = sink
+        self._chained = isinstance(sink, ChainedSink)
         self._key = hmac_key
         self._clock = clock
         self._lock = threading.Lock()
-        self._hits: Counter[tuple[str, str]] = Counter()
         self._flush_interval = flush_interval
-        self._last_flush = clock()
         self._required = required
+        self._retries = max(1, retries)
+        self._retry_delay = retry_delay
+        # hot path: reference -> itertools.count (next() is atomic under the GIL)
+        self._hits: dict[str, itertools.count[int]] = {}
+        self._hit_store: dict[str, str] = {}
+        self._flushed: dict[str, int] = {}
+        self._window_start = clock()
+        self._ref_actor: dict[str, dict[str, Any]] = {}
+        self._last_context: tuple[tuple[str, str], ...] | None = None
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed = False
+        #: events that could not be written (reported on stderr)
+        self.dropped = 0
         last = sink.last_line() if isinstance(sink, FileSink) else None
-        self._prev = hashlib.sha256(last.encode()).hexdigest() if last else GENESIS
+        self._prev, self._seq = self._chain_after(last)
+        _live.add(self)
+
+    @staticmethod
+    def _chain_after(last: str | None) -> tuple[str, int]:
+        if not last:
+            return GENESIS, 0
+        try:
+            seq = int(json.loads(last).get("seq", -1)) + 1
+        except (ValueError, TypeError, AttributeError):
+            seq = 0
+        return line_hash(last), max(seq, 0)
 
     def value_hmac(self, values: Iterable[str]) -> str | None:
+        """``hmac-sha256:<hex>`` of the values (NUL-separated), or ``None`` without a key."""
         if self._key is None:
             return None
         mac = hmac.new(self._key, digestmod=hashlib.sha256)
@@ -230,18 +198,28 @@ class Auditor:
         identity: str | None = None,
         source: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        who: Mapping[str, Any] | None = None,
     ) -> None:
+        """Write one event. ``values`` only feed ``value_hmac``; they are never written."""
+        acting = dict(who) if who is not None else actor()
+        if who is None:
+            context = context_of(acting)
+            if self._last_context is not None and context != self._last_context and self._hits:
+                self.flush()  # pending hits belong to the previous task
+            self._last_context = context
         record: dict[str, Any] = {
-            "time": self._clock(),
+            "v": SCHEMA_VERSION,
+            "time": format_time(self._clock()),
             "event": event,
             "ref": ref,
             "store": store,
             "fields": sorted(fields),
             "outcome": outcome,
-            "actor": actor(),
+            "actor": acting,
+            "source": source if source is not None else source_address(),
         }
         vals = list(values)
-        if vals:
+        if vals and self._key is not None:
             record["value_hmac"] = self.value_hmac(vals)
         if latency_ms is not None:
             record["latency_ms"] = round(latency_ms, 3)
@@ -251,68 +229,201 @@ class Auditor:
             record["error"] = error
         if identity is not None:
             record["identity"] = identity
-        if source is not None:
-            record["source"] = source
         if extra:
-            record.update(extra)
+            for key, value in extra.items():
+                record.setdefault(key, value)
+        if ref is not None and outcome == "ok" and who is None and event in _FILLS:
+            self._ref_actor[ref] = acting
         self._write(record)
 
+    # -- writing --------------------------------------------------------------------------------
+
+    def _build(self, record: dict[str, Any], last: str | None) -> str:
+        if last is not None:
+            self._prev, self._seq = self._chain_after(last)
+        record["seq"] = self._seq
+        record["prev"] = self._prev
+        return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+
     def _write(self, record: dict[str, Any]) -> None:
+        line = ""
         with self._lock:
-            record["prev"] = self._prev
-            line = json.dumps(record, sort_keys=True, separators=(",", ":"))
-            for attempt in range(3):
+            for attempt in range(self._retries):
                 try:
-                    self._sink.write(line)
+                    if self._chained:
+                        chained: Any = self._sink
+                        line = chained.append(lambda last: self._build(record, last))
+                    else:
+                        line = self._build(record, None)
+                        plain: Any = self._sink
+                        plain.write(line)
                     break
-                except OSError as exc:
-                    if attempt == 2:
-                        msg = f"leaseline: audit sink failed, event {record['event']} lost: {exc}"
-                        if self._required:
-                            raise RuntimeError(msg) from exc
-                        print(msg, file=sys.stderr)
-                        return
-            self._prev = hashlib.sha256(line.encode()).hexdigest()
+                except Exception as exc:
+                    if attempt + 1 < self._retries:
+                        time.sleep(self._retry_delay * (4**attempt))
+                        continue
+                    self.dropped += 1
+                    lost = line or json.dumps(record, sort_keys=True, default=str)
+                    message = (
+                        f"leaseline: audit sink {self._sink!r} failed after {self._retries} "
+                        f"attempts ({type(exc).__name__}: {exc}); event not recorded there: {lost}"
+                    )
+                    print(message, file=sys.stderr, flush=True)
+                    if self._required:
+                        raise AuditSinkError(
+                            f"audit sink {self._sink!r} failed and [audit] required = true: "
+                            f"{type(exc).__name__}: {exc}"
+                        ) from exc
+                    return
+            self._prev = line_hash(line)
+            self._seq += 1
+
+    # -- cache hits -----------------------------------------------------------------------------
 
     def hit(self, ref: str, store: str) -> None:
-        self._hits[(ref, store)] += 1
-        if self._clock() - self._last_flush > self._flush_interval:
-            self.flush()
+        """Count a warm cache hit: a dict lookup and an atomic increment, no I/O, no lock."""
+        try:
+            next(self._hits[ref])
+        except KeyError:
+            next(self._new_counter(ref, store))
+
+    def _new_counter(self, ref: str, store: str) -> itertools.count[int]:
+        with self._lock:
+            counter = self._hits.get(ref)
+            if counter is None:
+                counter = itertools.count()
+                self._hit_store[ref] = store
+                self._hits[ref] = counter
+            if self._flusher is None and self._flush_interval > 0 and not self._closed:
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="leaseline-audit-flush", daemon=True
+                )
+                self._flusher.start()
+        return counter
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self._flush_interval):
+            try:
+                self.flush()
+                self.sync()
+            except Exception:  # reported by _write; the loop must survive
+                pass
 
     def flush(self) -> None:
+        """Write one ``cache_hits`` event per reference hit since the last flush."""
+        now = self._clock()
+        pending: list[tuple[str, int]] = []
         with self._lock:
-            hits, self._hits = self._hits, Counter()
-            self._last_flush = self._clock()
-        for (ref, store), count in sorted(hits.items()):
-            self.emit("cache_hits", ref=ref, store=store, extra={"count": count})
+            for ref, counter in list(self._hits.items()):
+                total = int(repr(counter)[6:-1])  # "count(N)": N calls so far
+                delta = total - self._flushed.get(ref, 0)
+                if delta > 0:
+                    pending.append((ref, delta))
+                    self._flushed[ref] = total
+            since, self._window_start = self._window_start, now
+        for ref, count in sorted(pending):
+            store, who = self._hit_store.get(ref, ""), self._ref_actor.get(ref)
+            self.emit(
+                "cache_hits",
+                ref=ref,
+                store=store,
+                who=who if who is not None else static_actor(),
+                extra={"count": count, "window_start": format_time(since)},
+            )
+
+    def sync(self) -> None:
+        """fsync what the sink buffered (fsync policy ``interval``)."""
+        if self._chained:
+            sink: Any = self._sink
+            sink.sync()
 
     def close(self) -> None:
+        """Flush pending hit counts and close the sink; idempotent."""
+        if self._closed:
+            return
+        self._stop.set()
         self.flush()
         with self._lock:
+            self._closed = True
             self._sink.close()
+        _live.discard(self)
+
+
+def _as_bool(value: object) -> bool:
+    return str(value).strip().lower() in {"true", "1", "yes", "on"}
+
+
+def _number(section: Mapping[str, Any], key: str, default: float) -> float:
+    raw = section.get(key, default)
+    if isinstance(raw, str):
+        from ._config import parse_duration
+
+        try:
+            return float(raw) if raw.replace(".", "", 1).isdigit() else parse_duration(raw)
+        except Exception as exc:
+            raise ConfigError(f"[audit] {key}: expected a number or duration, got {raw!r}") from exc
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"[audit] {key}: expected a number, got {raw!r}") from None
+
+
+def _size(section: Mapping[str, Any], key: str) -> int:
+    raw = section.get(key, 0)
+    if isinstance(raw, str):
+        text = raw.strip().upper().removesuffix("B")
+        units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+        mult = units.get(text[-1:], 1)
+        text = text[:-1] if text[-1:] in units else text
+        try:
+            return int(float(text) * mult)
+        except ValueError:
+            raise ConfigError(f"[audit] {key}: expected a size like 100MB, got {raw!r}") from None
+    return int(raw or 0)
+
+
+def sink_from_spec(spec: str, section: Mapping[str, Any] | None = None) -> Sink | ChainedSink:
+    """A sink from ``file:///path`` (or a bare path), ``stdout`` or ``logging[:name]``."""
+    section = section or {}
+    if spec == "stdout":
+        return StdoutSink()
+    if spec == "logging" or spec.startswith("logging:"):
+        return LoggingSink(spec.partition(":")[2] or "leaseline.audit")
+    path = spec[len("file://") :] if spec.startswith("file://") else spec
+    fsync = str(section.get("fsync", "interval"))
+    try:
+        return FileSink(
+            path,
+            fsync=fsync,
+            max_bytes=_size(section, "max_bytes"),
+            backups=int(section.get("backups", 5)),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def build_auditor(
     section: Mapping[str, Any], resolve: Callable[[str], str] | None = None
 ) -> Auditor | NullAuditor:
-    """An auditor from the ``[audit]`` config table (``sink``, ``hmac_key``, ``fsync``, ``required``)."""
+    """An auditor from the ``[audit]`` config table; a :class:`NullAuditor` without ``sink``.
+
+    Keys: ``sink`` (``file:///path``, ``stdout``, ``logging``), ``hmac_key`` (a reference such
+    as ``env://LEASELINE_AUDIT_KEY``, resolved with ``resolve``), ``fsync``
+    (``always|interval|never``), ``required``, ``max_bytes``, ``backups``, ``flush_interval``.
+    Raises :class:`ConfigError` for a bad value, ``OSError`` when the file cannot be opened.
+    """
     sink_spec = section.get("sink")
     if not sink_spec:
         return NullAuditor()
-    sink: Sink
-    spec = str(sink_spec)
-    if spec == "stdout":
-        sink = StdoutSink()
-    elif spec == "logging":
-        sink = LoggingSink()
-    elif spec.startswith("file://"):
-        sink = FileSink(spec[len("file://") :], fsync=str(section.get("fsync", "interval")))
-    else:
-        sink = FileSink(spec, fsync=str(section.get("fsync", "interval")))
+    sink = sink_from_spec(str(sink_spec), section)
     key: bytes | None = None
     key_spec = section.get("hmac_key")
     if key_spec:
         key_text = resolve(str(key_spec)) if resolve and "://" in str(key_spec) else str(key_spec)
         key = key_text.encode()
-    required = str(section.get("required", "false")).lower() in {"true", "1", "yes"}
-    return Auditor(sink, hmac_key=key, required=required)
+    return Auditor(
+        sink,
+        hmac_key=key,
+        required=_as_bool(section.get("required", False)),
+        flush_interval=_number(section, "flush_interval", 60.0),
+    )

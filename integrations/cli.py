@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
 
-__all__ = ["COMMANDS", "Options", "cli", "fail", "main", "make_resolver"]
+__all__ = ["COMMANDS", "Options", "cli", "end_process", "fail", "main", "make_resolver"]
+
+#: set by :func:`main` when it was called as the process entry point (no ``argv``): commands may
+#: then end the process without interpreter teardown (see :func:`end_process`).
+_owns_process = False
 
 #: name -> ("module:attr", one-line help). Other engineers' commands live in their own modules.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,6 +67,34 @@ class Options:
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``leaseline: error: message`` to stderr and exit with ``code``."""
     click.echo(f"leaseline: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with ``code``, skipping interpreter teardown when :func:`main` owns the process.
+
+    Tearing down the interpreter (hvac, requests, click... module by module) costs ~30 ms that
+    a command which has already cleaned up (leases revoked, ledger written) need not pay.
+    Everything a normal exit does that matters still happens: ``atexit`` handlers run (logging
+    shutdown, resolver close), stdout and stderr are flushed. When ``main`` was called with an
+    explicit ``argv`` (in-process callers, tests) or a non-daemon thread is still running, this
+    is a plain ``SystemExit``.
+    """
+    if _owns_process and not any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        import atexit
+        import os
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
     raise SystemExit(code)
 
 
@@ -170,6 +203,8 @@ def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point: maps errors to exit codes, no traceback without ``--debug``."""
+    global _owns_process
+    _owns_process = argv is None
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
     try:

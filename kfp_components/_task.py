@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from leaseline import LeaselineError, Resolver
+from leaseline import LeaselineError, Resolver, audit
 from leaseline._refs import is_reference
 from leaseline.masking import Masker, masker
 
@@ -187,6 +187,28 @@ def _check_outputs(
                 )
 
 
+def kfp_context(argv: list[str] | None = None) -> dict[str, Any]:
+    """The pipeline, run and task of this KFP task, for audit events (``{}`` if unknown).
+
+    A local run (``kfp.local``) sets no environment for this; its executor input names the
+    output file ``<pipeline_root>/<pipeline>-<timestamp>/<task>/executor_output.json``.
+    """
+    import json
+    import re
+
+    args = sys.argv if argv is None else argv
+    try:
+        spec = json.loads(args[args.index("--executor_input") + 1])
+        task_root = Path(spec["outputs"]["outputFile"]).parent
+    except (ValueError, IndexError, KeyError, TypeError):
+        return {}
+    run_name = task_root.parent.name
+    pipeline = re.sub(r"-\d{4}(-\d{2}){5}-\d{6}$", "", run_name)
+    if pipeline == run_name:  # not a local run's layout (a cluster writes /tmp/kfp_outputs)
+        return {}
+    return {"kfp": {"pipeline": pipeline, "run_id": run_name, "task": task_root.name}}
+
+
 def run(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -201,6 +223,7 @@ def run(
     :class:`SecretOutputRefused` when ``fn`` returns or writes a resolved value.
     """
     masked_streams()
+    audit.add_context_provider(kfp_context)
     resolver = resolver_factory()
     environ = os.environ
     wanted = references_in_env(environ, resolver.store_names())

@@ -85,6 +85,14 @@ class Backend(Protocol):
         ...
 
 
+# Optional methods a backend may add (looked up with getattr, never required):
+#   reauthenticate()            log in again; the resolver calls it once after a denial
+#   default_refresh_after       class attribute: refresh interval for static secrets of this type
+#   list(prefix) -> list[str]   references under a prefix (rotation checks of glob policies)
+#   check() -> dict             reachability/auth/TTL for `leaseline doctor`
+#   revoke_accessor(accessor)   revoke a per-task token by accessor (`leases revoke --orphaned`)
+
+
 def options_of(table: Mapping[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
     """Check a store's config keys against ``allowed``; unknown keys are config errors."""
     from .._exceptions import ConfigError

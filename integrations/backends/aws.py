@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -77,6 +78,10 @@ def _secret_fields(response: Mapping[str, Any]) -> dict[str, str]:
     return {"value": base64.b64encode(bytes(binary)).decode("ascii")}
 
 
+def _list_secrets(kwargs: dict[str, Any], client: Any) -> Any:
+    return client.list_secrets(**kwargs)
+
+
 class SecretsManagerBackend(AwsBackendBase):
     """``aws-sm://NAME[?version-stage=AWSPREVIOUS|?version-id=ID][#field]``: GetSecretValue.
 
@@ -92,6 +97,10 @@ class SecretsManagerBackend(AwsBackendBase):
 
     def read(self, ref: SecretRef) -> ReadResult:
         params = ref_options(ref, self._OPTIONS)
+        if not params:
+            # AWS's own default, said explicitly: moto's default version does not follow
+            # UpdateSecretVersionStage, so after a staged rotation it would serve the old one
+            params = {"VersionStage": "AWSCURRENT"}
         response = self._call(
             "secretsmanager:GetSecretValue",
             ref.locator,
@@ -143,6 +152,29 @@ class SecretsManagerBackend(AwsBackendBase):
                 "arn": desc.get("ARN"),
             },
         )
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        """Names of the secrets starting with ``prefix`` (ListSecrets, name filter), excluding
+        secrets scheduled for deletion. Used by rotation checks."""
+        names: builtins.list[str] = []
+        kwargs: dict[str, Any] = {"IncludePlannedDeletion": False}
+        if prefix:
+            kwargs["Filters"] = [{"Key": "name", "Values": [prefix]}]
+        while True:
+            page = self._call(
+                "secretsmanager:ListSecrets",
+                prefix or "*",
+                f"aws-sm://{prefix}",
+                functools.partial(_list_secrets, dict(kwargs)),
+            )
+            for item in page.get("SecretList", []):
+                name = str(item.get("Name", ""))
+                if name.startswith(prefix) and not item.get("DeletedDate"):
+                    names.append(name)
+            token = page.get("NextToken")
+            if not token:
+                return sorted(names)
+            kwargs["NextToken"] = token
 
 
 # -- Parameter Store -----------------------------------------------------------------------------

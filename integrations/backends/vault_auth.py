@@ -10,12 +10,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
-
-import hvac
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .._exceptions import AccessDenied, ConfigError
 from .._refs import is_reference
+
+if TYPE_CHECKING:  # hvac is imported when a login needs it (see backends/vault.py)
+    import hvac
 
 __all__ = ["AUTH_METHODS", "Auth", "auth_from_table"]
 
@@ -100,6 +101,29 @@ class JwtAuth:
 
 
 @dataclass(frozen=True)
+class CiAuth:
+    """JWT login with the CI job's own identity token: no Vault secret stored in CI.
+
+    ``auth = { method = "ci", role = "training-ci", audience = "https://vault.example" }``:
+    GitHub Actions' OIDC token (requested with ``audience``), else GitLab's ``id_tokens``
+    variable (``token_env``, default ``VAULT_ID_TOKEN``). See ``leaseline._ci.identity_token``.
+    """
+
+    method: ClassVar[str] = "ci"
+    owns_token: ClassVar[bool] = True
+    role: str
+    audience: str | None = None
+    token_env: str | None = None
+    mount: str = "jwt"
+
+    def login(self, client: hvac.Client, resolve: Resolve) -> None:
+        from .._ci import identity_token
+
+        token = identity_token(self.audience, token_env=self.token_env)
+        client.auth.jwt.jwt_login(role=self.role, jwt=token, path=self.mount)
+
+
+@dataclass(frozen=True)
 class KubernetesAuth:
     """In-pod login with the service-account token file."""
 
@@ -137,7 +161,8 @@ class UserpassAuth:
 
 
 AUTH_METHODS: Mapping[str, type[Any]] = {
-    cls.method: cls for cls in (TokenAuth, AppRoleAuth, JwtAuth, KubernetesAuth, UserpassAuth)
+    cls.method: cls
+    for cls in (TokenAuth, AppRoleAuth, JwtAuth, CiAuth, KubernetesAuth, UserpassAuth)
 }
 AUTH_METHODS = {**AUTH_METHODS, "oidc": JwtAuth}
 

@@ -21,6 +21,14 @@ __all__ = ["main", "scan"]
 
 @click.command("scan")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Scan a `docker save` or OCI-layout image tarball: config (Env, ARG/ENV history) and "
+    "every layer's files (repeatable; PATHs are then scanned only when given).",
+)
 @click.option("--staged", is_flag=True, help="Scan the staged content of the git index.")
 @click.option(
     "--baseline", type=click.Path(dir_okay=False), help="Accept the findings listed in FILE."
@@ -50,6 +58,7 @@ __all__ = ["main", "scan"]
 )
 def scan(
     paths: tuple[str, ...],
+    images: tuple[str, ...],
     staged: bool,
     baseline: str | None,
     update_baseline: bool,
@@ -70,14 +79,34 @@ def scan(
         if not baseline and not update_baseline:
             configured = config.section("scan").get("baseline")
             baseline = str(configured) if configured else None
-        result = run_scan(
-            list(paths),
-            staged=staged,
-            baseline=None if update_baseline else baseline,
-            config=config,
-            managed=not no_managed and not update_baseline,
-            excludes=exclude,
-        )
+        result = None
+        if paths or staged or not images:
+            result = run_scan(
+                list(paths),
+                staged=staged,
+                baseline=None if update_baseline else baseline,
+                config=config,
+                managed=not no_managed and not update_baseline,
+                excludes=exclude,
+            )
+        if images:
+            from ._image import scan_images
+
+            found, skipped = scan_images(
+                list(images),
+                baseline=None if update_baseline else baseline,
+                config=config,
+                managed=not no_managed and not update_baseline,
+            )
+            for image, layer, why in skipped:
+                click.echo(f"leaseline scan: {image}: {layer} skipped: {why}", err=True)
+            if result is not None:
+                found.findings = result.findings + found.findings
+                found.all_findings = result.all_findings + found.all_findings
+                found.files_scanned += result.files_scanned
+                found.managed_errors += result.managed_errors
+            result = found
+        assert result is not None  # paths (default .), the index or images were scanned
     except LeaselineError as exc:
         click.echo(f"leaseline scan: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -1,0 +1,257 @@
+"""``leaseline agent``: a sidecar that keeps rendered secret files fresh and revokes on stop.
+
+Compared with Vault Agent's template mode: the same files-and-renewal model, but every lease is
+revoked when the agent is stopped (hashicorp/vault#6492), and a credential is re-issued only at
+``max_ttl`` or on rotation - not on every poll, as the Secrets Store CSI driver re-mints dynamic
+credentials (secrets-store-csi-driver#1453). For batch pods that need no renewal, ``--once``
+(= ``leaseline render``) renders and exits (vault-k8s#120's pre-populate-only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import Options
+from .render_cli import build_outputs, output_options, render_once
+
+__all__ = ["Agent", "Notify", "agent"]
+
+
+@dataclass(frozen=True)
+class Notify:
+    """``--signal PIDFILE:SIGNAL``: signal the process whose pid is in PIDFILE after a re-render."""
+
+    pidfile: Path
+    signum: int
+
+    @classmethod
+    def parse(cls, text: str) -> Notify:
+        path, sep, name = text.rpartition(":")
+        name = name.strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        signum = getattr(signal, name, None)
+        if not sep or not path or not isinstance(signum, signal.Signals):
+            raise click.BadParameter(
+                f"{text!r}: expected PIDFILE:SIGNAL, e.g. /run/app.pid:HUP", param_hint="--signal"
+            )
+        return cls(Path(path), int(signum))
+
+    def send(self) -> str:
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+            os.kill(pid, self.signum)
+        except (OSError, ValueError, IndexError) as exc:
+            return f"could not signal the pid in {self.pidfile}: {type(exc).__name__}"
+        return f"sent {signal.Signals(self.signum).name} to pid {pid}"
+
+
+def _say(message: str) -> None:
+    click.echo(f"leaseline agent: {message}", err=True)
+
+
+class Agent:
+    """Holds a lease per reference, re-renders on rotation, revokes everything on :meth:`stop`."""
+
+    def __init__(
+        self,
+        resolver: Any,
+        outputs: list[Any],
+        ledger: Any,
+        *,
+        notify: tuple[Notify, ...] = (),
+        interval: float = 1.0,
+    ) -> None:
+        from ._render import LedgerRecorder, Renderer
+
+        self.resolver = resolver
+        self.renderer = Renderer(resolver, outputs)
+        self.ledger = ledger
+        self.recorder = LedgerRecorder(ledger, resolver, "agent")
+        self.notify = notify
+        self.interval = interval
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.stack = ExitStack()
+        self.adopted: list[Any] = []
+        self.rotations = 0
+        self._stores = sorted({p.store for p in self.renderer.parsed.values()})
+
+    def _rotated(self, ref: str, old: Any, new: Any) -> None:
+        self.rotations += 1
+        self.wake.set()
+
+    def start(self) -> None:
+        """Take the leases, adopt what ``render`` handed over, write every file."""
+        for key in self.renderer.keys:
+            self.stack.enter_context(self.resolver.lease(key, on_rotate=self._rotated))
+        self._adopt()
+        self.renderer.render(force=True)
+        self.recorder.record(self._stores)
+
+    def _adopt(self) -> None:
+        """Leases of these references that a finished ``leaseline render`` handed over: ours now,
+        revoked when the agent stops (they are not renewed: they end at their own TTL)."""
+        keys = set(self.renderer.keys)
+        now, pid = time.time(), os.getpid()
+        for entry in self.ledger.entries():
+            if entry.kind != "lease" or entry.ref not in keys or entry.alive():
+                continue
+            if entry.run.get("cmd") != "render":
+                continue
+            self.adopted.append(entry)
+        if self.adopted:
+            self.ledger.append(
+                *(
+                    {
+                        "op": "lease",
+                        "pid": pid,
+                        "store": e.store,
+                        "ref": e.ref,
+                        "lease_id": e.lease_id,
+                        "expires_at": e.expires_at,
+                        "time": now,
+                    }
+                    for e in self.adopted
+                )
+            )
+            _say(f"took over {len(self.adopted)} lease(s) from `leaseline render`")
+
+    def tick(self) -> list[Path]:
+        """Re-render what changed; signal the application if anything did."""
+        written = self.renderer.render()
+        if written:
+            self.recorder.record(self._stores)
+            for path in written:
+                _say(f"re-rendered {os.fspath(path)}")
+            for target in self.notify:
+                _say(target.send())
+        return written
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                self.tick()
+            except Exception as exc:  # a store outage: cached values serve inside their lease
+                from .masking import masker
+
+                _say(f"render failed, retrying: {masker().mask(str(exc))}")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def close(self) -> None:
+        """Revoke every lease: ours (through the resolver) and the adopted ones."""
+        from ._exceptions import LeaselineError
+        from ._secret import Lease
+
+        try:
+            self.stack.close()
+            self.resolver.close()
+        finally:
+            for entry in self.adopted:
+                try:
+                    lease = Lease(entry.lease_id, True, 0.0, 0.0, entry.expires_at or 0.0)
+                    self.resolver.backend(entry.store).revoke(lease)
+                    self.ledger.append({"op": "revoked", "id": entry.id, "time": time.time()})
+                except LeaselineError as exc:
+                    _say(f"could not revoke an adopted lease of {entry.ref}: {exc}")
+            self.recorder.done()
+
+
+@click.command("agent")
+@output_options
+@click.option(
+    "--signal",
+    "signals",
+    multiple=True,
+    metavar="PIDFILE:SIGNAL",
+    help="After a re-render, send SIGNAL to the pid in PIDFILE (e.g. /run/app.pid:HUP).",
+)
+@click.option("--once", is_flag=True, help="Render once, hand the leases over, exit (= render).")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    metavar="SECONDS",
+    help="How often to check static secrets for changes (leases renew on their own schedule).",
+)
+@click.pass_context
+def agent(
+    ctx: click.Context,
+    files: tuple[str, ...],
+    templates: tuple[str, ...],
+    mode: str,
+    signals: tuple[str, ...],
+    once: bool,
+    interval: float,
+) -> None:
+    """Keep secret files fresh for a service (a sidecar); revoke every lease when stopped.
+
+    \b
+    The agent renders every --file and --template like `leaseline render`, then:
+      - keeps each lease renewed, and issues a fresh credential at max TTL;
+      - re-renders a file atomically when its content changes (rotation, new KV version), so a
+        reader never sees a partial file, and signals the application if --signal is given;
+      - takes over the leases a finished `leaseline render` handed over (init container);
+      - on SIGTERM or SIGINT revokes every lease (and its per-task Vault token) and exits 0.
+
+    \b
+    Examples:
+      leaseline agent --template /etc/leaseline/pgpass.tpl:/secrets/.pgpass
+      leaseline agent --file /secrets/openai=openai --signal /secrets/app.pid:HUP
+
+    \b
+    Exit codes: 0 stopped by a signal (everything revoked), 2 usage/config error,
+    3 not found, 4 denied, 5 store unavailable (at start).
+    """
+    opts = ctx.find_object(Options) or Options()
+    outputs = build_outputs(files, templates, mode)
+    notify = tuple(Notify.parse(s) for s in signals)
+    if once:
+        render_once(opts, outputs)
+        return
+    from ._ci import announce_masks
+    from ._config import load_config
+    from ._ledger import Ledger, default_path
+    from ._resolver import Resolver
+
+    announce_masks()
+    config = load_config(opts.config)
+    resolver = Resolver(config, handle_signals=False)
+    runner = Agent(
+        resolver,
+        outputs,
+        Ledger(default_path(config.section("ledger"))),
+        notify=notify,
+        interval=interval,
+    )
+    previous = {
+        s: signal.signal(s, lambda signum, frame: runner.stop())
+        for s in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        runner.start()
+        _say(f"rendered {len(outputs)} file(s); holding {len(resolver.leases())} lease(s)")
+        runner.run()
+    finally:
+        runner.close()
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, handler)
+    _say(f"stopped; every lease revoked ({runner.rotations} rotation(s) served)")
