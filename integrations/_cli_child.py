@@ -27,6 +27,8 @@ from ._stream import StreamMasker
 __all__ = ["Child", "exit_status"]
 
 READ_SIZE = 1024 * 1024
+#: a read this large means output in bulk: switch to the reused read buffer
+BULK = 64 * 1024
 PIPE_SIZE = 1024 * 1024
 
 
@@ -80,27 +82,34 @@ class _Relay(threading.Thread):
 
     def run(self) -> None:
         masker = self.masker
-        # One buffer for the whole stream, read into and written from in place: no 1 MiB
-        # allocation (and page faults) per read, no copy of the unmasked stretches.
-        buf = bytearray(READ_SIZE)
-        view = memoryview(buf)
+        # Output in bulk is read into one buffer, reused, and written from in place: no 1 MiB
+        # allocation (and page faults) per read, no copy of the unmasked stretches. The buffer
+        # is made on the first large read: a quiet command never pays for it.
+        buf: bytearray | None = None
+        view = memoryview(b"")
         source = open(self.src, "rb", buffering=0, closefd=False)  # noqa: SIM115
         try:
             while True:
                 try:
-                    n = source.readinto(buf)
+                    if buf is None:
+                        chunk: bytes | memoryview = source.read(READ_SIZE) or b""
+                        if len(chunk) >= BULK:
+                            buf = bytearray(READ_SIZE)
+                            view = memoryview(buf)
+                    else:
+                        chunk = view[: source.readinto(buf) or 0]
                 except OSError as exc:
                     if exc.errno == errno.EINTR:
                         continue
                     if exc.errno == errno.EIO:  # pty: every slave fd closed
                         break
                     raise
-                if not n:
+                if not chunk:
                     break
                 if masker is None:
-                    self._out(view[:n])
+                    self._out(chunk)
                 else:
-                    for part in masker.feed_parts(view[:n]):
+                    for part in masker.feed_parts(chunk):
                         self._out(part)
         finally:
             if masker is not None:

@@ -303,7 +303,9 @@ class Session:
             if self.dir is not None:
                 shutil.rmtree(self.dir, ignore_errors=True)
             if "run" in self._recorded:
-                self.ledger.append({"op": "done", "pid": os.getpid(), "time": time.time()})
+                self.ledger.append(
+                    {"op": "done", "pid": os.getpid(), "time": time.time()}, sync=False
+                )
 
 
 def implicit_refs(environ: Mapping[str, str], resolver: Any) -> dict[str, str]:

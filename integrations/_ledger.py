@@ -2,8 +2,8 @@
 
 A JSON-lines file (``[ledger] path``, else ``$XDG_STATE_HOME/leaseline/ledger.jsonl``, else
 ``~/.local/state/leaseline/ledger.jsonl``), mode 0600, appended under ``flock`` and fsync'd on
-every write. Records hold lease ids, token accessors, pids and expiry times: never a value, never
-a token. Kinds:
+every write but ``done``. Records hold lease ids, token accessors, pids and expiry times: never a
+value, never a token. Kinds:
 
 - ``{"op": "run", "pid", "started", "child_pid", "cmd", "dir"}``: a run began (``dir``: its
   private directory of ``--file`` secrets, if any);
@@ -119,15 +119,20 @@ class Ledger:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def append(self, *records: Mapping[str, Any]) -> None:
-        """Write ``records`` and fsync before returning."""
+    def append(self, *records: Mapping[str, Any], sync: bool = True) -> None:
+        """Write ``records`` (one write) and fsync before returning.
+
+        ``sync=False`` skips the fsync, for records whose loss is harmless: a ``done`` lost in
+        a crash only makes ``leases revoke --orphaned`` retry revocations that already happened.
+        """
         if not records:
             return
         text = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records)
         with self._locked() as fh:
             fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
 
     def _records(self) -> list[dict[str, Any]]:
         try:

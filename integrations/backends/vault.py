@@ -6,7 +6,8 @@
   child token whose TTL is the task's expected life, renewed while the process lives, revoked at
   close with one call (which revokes every lease issued under it). After SIGKILL nothing
   outlives that TTL.
-- Reads go straight through hvac's HTTP session (one request per read, no extra lookups).
+- Reads go straight through a requests session (one request per read, no extra lookups); hvac is
+  imported only by the login methods that need it (not for a plain token).
 """
 
 from __future__ import annotations
