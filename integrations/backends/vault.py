@@ -148,6 +148,12 @@ class VaultBackend:
             self.config.verify,
             None,
         )
+        # reads: prepared once per (url, token); proxies/verify from the environment, once
+        self._prepared: dict[tuple[str, str], requests.PreparedRequest] = {}
+        self._send_settings: dict[str, Any] = self._session.merge_environment_settings(
+            self.config.addr, {}, False, self.config.verify, None
+        )
+        self._send_settings["allow_redirects"] = False
         self._client: Any = None
         self._token: str | None = None  # the token reads are made with (child when possible)
         self._login_token: str | None = None
@@ -170,14 +176,30 @@ class VaultBackend:
             headers["X-Vault-Namespace"] = self.config.namespace
         url = f"{self.config.addr}/v1/{path}"
         try:
-            resp = self._session.request(
-                method,
-                url,
-                headers=headers,
-                json=body,
-                timeout=self.config.timeout,
-                verify=self.config.verify,
-            )
+            if method == "GET" and body is None:
+                # Reads are the hot path: prepare once per (url, token) and send directly,
+                # skipping requests' per-call preparation and environment/proxy lookups.
+                key = (url, tok)
+                prepared = self._prepared.get(key)
+                if prepared is None:
+                    if len(self._prepared) > 512:
+                        self._prepared.clear()
+                    prepared = self._session.prepare_request(
+                        requests.Request("GET", url, headers=headers)
+                    )
+                    self._prepared[key] = prepared
+                resp = self._session.send(
+                    prepared, timeout=self.config.timeout, **self._send_settings
+                )
+            else:
+                resp = self._session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    json=body,
+                    timeout=self.config.timeout,
+                    verify=self.config.verify,
+                )
         except requests.exceptions.SSLError as exc:
             raise BackendUnavailable(
                 f"TLS verification failed for Vault at {self.config.addr}: set [stores.{self.name}] "
