@@ -143,15 +143,13 @@ class VaultBackend:
         # the session hvac.Client would make (hvac.adapters.Adapter), shared with it when a
         # login method needs hvac
         self._session = requests.Session()
-        self._session.cert, self._session.verify, self._session.proxies = (
-            None,
-            self.config.verify,
-            None,
-        )
+        self._session.verify = self.config.verify
         # reads: prepared once per (url, token); proxies/verify from the environment, once
         self._prepared: dict[tuple[str, str], requests.PreparedRequest] = {}
-        self._send_settings: dict[str, Any] = self._session.merge_environment_settings(
-            self.config.addr, {}, False, self.config.verify, None
+        self._send_settings: dict[str, Any] = dict(
+            self._session.merge_environment_settings(
+                self.config.addr, {}, False, self.config.verify, None
+            )
         )
         self._send_settings["allow_redirects"] = False
         self._client: Any = None
