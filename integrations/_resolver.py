@@ -518,8 +518,10 @@ class Resolver:
         capped = renewed.ttl < 0.9 * entry.base_ttl or (
             renewed.max_expires_at is not None and renewed.expires_at >= renewed.max_expires_at
         )
-        if capped:  # max_ttl reached: issue a fresh credential before this one ends
-            self._schedule_renewal(key, now, renewed.ttl, lambda: self._reissue(key))
+        if capped:
+            # max_ttl reached: issue the fresh credential now, so consumers have the whole rest of
+            # the old one's life to swap over (on_rotate) before it ends.
+            self._schedule(("renew", key), now, lambda: self._reissue(key))
         else:
             self._schedule_renewal(key, now, renewed.ttl, lambda: self._renew(key))
 

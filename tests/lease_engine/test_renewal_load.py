@@ -39,6 +39,8 @@ def simulate(
         handle_signals=False,
         masker=Masker(),  # not the process masker: its listeners (Airflow's) are not on trial here
     )
+    # Driven by hand below: no timer thread racing the fake clock.
+    r._scheduler.start = lambda: None  # type: ignore[method-assign]
     start = clock.now
     for i in range(leases):
         r.get(f"sim://db/{i}")
