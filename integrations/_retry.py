@@ -27,7 +27,8 @@ class Backoff:
         return self
 
     def __next__(self) -> float:
-        ceiling = min(self.cap, self.base * (2.0**self.attempt))
+        # the exponent stops growing once past the cap (2.0**1024 would overflow)
+        ceiling = min(self.cap, self.base * (2.0 ** min(self.attempt, 62)))
         self.attempt += 1
         return self.rng() * ceiling
 

@@ -335,3 +335,11 @@ def test_masked_when_a_formatter_renders_exc_info_itself(clock: FakeClock, canar
     text = stream.getvalue()
     assert value not in text
     assert "ValueError: failed with ***" in text
+
+
+def test_backoff_never_overflows() -> None:
+    from leaseline._retry import Backoff
+
+    delays = Backoff(0.1, 2.0, lambda: 1.0)
+    values = [next(delays) for _ in range(5000)]
+    assert values[0] == 0.1 and max(values) == 2.0 and values[-1] == 2.0
