@@ -33,7 +33,7 @@ _owns_process = False
 
 #: name -> ("module:attr", one-line help). Other engineers' commands live in their own modules.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "agent": ("leaseline.agent_cli:agent", "Keep secrets rendered and renewed for a service."),
+    "agent": ("leaseline.agent_cli:agent", "Sidecar: keep secret files fresh; revoke on stop."),
     "audit": ("leaseline.audit_cli:audit", "Verify, tail and analyze audit logs."),
     "dev": ("leaseline._dev:dev", "Start a local OpenBao dev server with demo secrets."),
     "doctor": (
@@ -42,8 +42,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "get": ("leaseline._cli_get:get", "Print the value a reference points at."),
     "leases": ("leaseline._cli_leases:leases", "List leases held by runs; revoke orphaned ones."),
-    "render": ("leaseline.render_cli:render", "Render a template with secret values."),
-    "rotation": ("leaseline.rotation_cli:rotation", "Check secret ages against rotation policies."),
+    "render": ("leaseline.render_cli:render", "Init container: write secret files and exit."),
+    "rotation": (
+        "leaseline.rotation_cli:rotation",
+        "Check ages against policies; rotate in two phases.",
+    ),
     "run": ("leaseline._cli_run:run", "Run a command with secrets in its environment, masked."),
     "scan": ("leaseline.scan.cli:scan", "Find committed credentials in files and notebooks."),
 }

@@ -56,7 +56,7 @@ class TokenAuth:
         if not token:
             raise AccessDenied(
                 "no Vault token: set VAULT_TOKEN (or BAO_TOKEN), or configure "
-                '[stores.vault] auth = { method = "approle" | "jwt" | "kubernetes" | "userpass", ... }'
+                '[stores.vault] auth = { method = "approle" | "jwt" | "ci" | "kubernetes" | "userpass", ... }'
             )
         client.token = token
 
