@@ -10,12 +10,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from leaseline import audit, masking
@@ -147,28 +144,7 @@ def _listen() -> None:
 
 
 def _chain_sigterm() -> None:
-    """Revoke the task's leases on SIGTERM, then run whatever handler was installed before."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-    except ValueError:
-        return
-    if getattr(previous, "_leaseline_airflow", False):
-        return
+    """Put the core's revoke-on-SIGTERM handler back in front of the one Airflow installed."""
+    from leaseline._resolver import _install_sigterm_handler
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        release_task_leases()
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_IGN:
-            return
-        else:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    handler._leaseline_airflow = True  # type: ignore[attr-defined]
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return
+    _install_sigterm_handler()

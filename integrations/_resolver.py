@@ -760,17 +760,20 @@ def close_all() -> None:
 
 atexit.register(close_all)
 
-_sigterm_installed = False
-
 
 def _install_sigterm_handler() -> None:
-    """On SIGTERM, revoke everything, then do what the previous handler would have done."""
-    global _sigterm_installed
-    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+    """On SIGTERM, revoke everything, then do what the previous handler would have done.
+
+    Idempotent while ours is the installed handler; call it again after a framework replaced the
+    handler (Airflow's task runner does) to put ours back in front of theirs.
+    """
+    if threading.current_thread() is not threading.main_thread():
         return
     try:
         previous = signal.getsignal(signal.SIGTERM)
     except ValueError:
+        return
+    if getattr(previous, "_leaseline", False):
         return
 
     def handler(signum: int, frame: Any) -> None:
@@ -783,8 +786,8 @@ def _install_sigterm_handler() -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 
+    handler._leaseline = True  # type: ignore[attr-defined]
     try:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread of the main interpreter
         return
-    _sigterm_installed = True
