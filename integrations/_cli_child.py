@@ -3,7 +3,8 @@
 The child is started with ``posix_spawnp`` (its signal mask cleared, SIGPIPE back to default).
 When masking is on, each of stdout/stderr goes either to a pseudo-terminal (when ours is a
 terminal: colour, line buffering and ``isatty()`` survive) or to a pipe; one relay thread per
-source reads 1 MiB at a time into one buffer, masks with a :class:`StreamMasker` and writes to our own fd.
+source masks it on its way to our own fd (:mod:`leaseline._relay`: read/write, or tee/splice
+for a pipe in bulk).
 With a pseudo-terminal the child is a session leader with the pty as its controlling terminal;
 our terminal is put in raw mode and keystrokes are relayed, so Ctrl-C reaches the child through
 the pty's line discipline, exactly as in a normal terminal.
@@ -12,7 +13,6 @@ the pty's line discipline, exactly as in a normal terminal.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import signal
@@ -22,14 +22,9 @@ import threading
 import tty
 from collections.abc import Mapping, Sequence
 
-from ._stream import StreamMasker
+from ._relay import Relay, big_pipe, write_all
 
 __all__ = ["Child", "exit_status"]
-
-READ_SIZE = 1024 * 1024
-#: a read this large means output in bulk: switch to the reused read buffer
-BULK = 64 * 1024
-PIPE_SIZE = 1024 * 1024
 
 
 def exit_status(status: int) -> int:
@@ -41,82 +36,10 @@ def exit_status(status: int) -> int:
     return 1
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _big_pipe(fd: int) -> None:
-    """Grow a pipe to 1 MiB (Linux): fewer, larger reads and writes on the relay's hot path."""
-    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setsz is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, setsz, PIPE_SIZE)
-
-
 def _copy_winsize(src: int, dst: int) -> None:
     with contextlib.suppress(OSError):
         size = fcntl.ioctl(src, termios.TIOCGWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
         fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
-
-
-class _Relay(threading.Thread):
-    """Copy ``src`` to ``dst`` through a masker until EOF (or EIO: the pty's other side closed)."""
-
-    def __init__(self, src: int, dst: int, mask: bool) -> None:
-        super().__init__(name=f"leaseline-relay-{src}", daemon=True)
-        self.src, self.dst = src, dst
-        self.masker = StreamMasker() if mask else None
-        self.broken = False
-
-    def _out(self, data: bytes | memoryview) -> None:
-        if data and not self.broken:
-            try:
-                _write_all(self.dst, data)
-            except BrokenPipeError:
-                self.broken = True  # our reader went away; keep draining so the child can exit
-            except OSError:
-                self.broken = True
-
-    def run(self) -> None:
-        masker = self.masker
-        # Output in bulk is read into one buffer, reused, and written from in place: no 1 MiB
-        # allocation (and page faults) per read, no copy of the unmasked stretches. The buffer
-        # is made on the first large read: a quiet command never pays for it.
-        buf: bytearray | None = None
-        view = memoryview(b"")
-        source = open(self.src, "rb", buffering=0, closefd=False)  # noqa: SIM115
-        try:
-            while True:
-                try:
-                    if buf is None:
-                        chunk: bytes | memoryview = source.read(READ_SIZE) or b""
-                        if len(chunk) >= BULK:
-                            buf = bytearray(READ_SIZE)
-                            view = memoryview(buf)
-                    else:
-                        chunk = view[: source.readinto(buf) or 0]
-                except OSError as exc:
-                    if exc.errno == errno.EINTR:
-                        continue
-                    if exc.errno == errno.EIO:  # pty: every slave fd closed
-                        break
-                    raise
-                if not chunk:
-                    break
-                if masker is None:
-                    self._out(chunk)
-                else:
-                    for part in masker.feed_parts(chunk):
-                        self._out(part)
-        finally:
-            if masker is not None:
-                self._out(masker.flush())
-            source.close()
-            with contextlib.suppress(OSError):
-                os.close(self.src)
 
 
 class Child:
@@ -137,7 +60,7 @@ class Child:
         self.use_pty = mask and (out_tty or err_tty) if use_pty is None else use_pty and mask
         self.pid = 0
         self.status: int | None = None
-        self._relays: list[_Relay] = []
+        self._relays: list[Relay] = []
         self._master: int | None = None
         self._saved_tty: list[object] | None = None
 
@@ -171,8 +94,8 @@ class Child:
         elif self.mask:
             for fd in (1, 2):
                 r, w = os.pipe()
-                _big_pipe(r)
-                _big_pipe(fd)  # our own stdout/stderr, when it is a pipe
+                big_pipe(r)
+                big_pipe(fd)  # our own stdout/stderr, when it is a pipe
                 actions.append((os.POSIX_SPAWN_DUP2, w, fd))
                 to_close.append(w)
                 reads.append((r, fd))
@@ -194,7 +117,7 @@ class Child:
         for fd in to_close:
             os.close(fd)
         for src, dst in reads:
-            relay = _Relay(src, dst, mask=True)
+            relay = Relay(src, dst)
             relay.start()
             self._relays.append(relay)
         if self._master is not None and in_tty:
@@ -211,7 +134,7 @@ class Child:
                     data = os.read(0, 4096)
                     if not data:
                         return
-                    _write_all(master, data)
+                    write_all(master, data)
                 except OSError:
                     return
 
