@@ -6,8 +6,9 @@
   child token whose TTL is the task's expected life, renewed while the process lives, revoked at
   close with one call (which revokes every lease issued under it). After SIGKILL nothing
   outlives that TTL.
-- Reads go straight through a requests session (one request per read, no extra lookups); hvac is
-  imported only by the login methods that need it (not for a plain token).
+- Requests go straight through a urllib3 pool (``._http``; one request per read, no extra
+  lookups); hvac, and requests with it, are imported only by the login methods that need them
+  (not for a plain token).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import requests
-
 from .._config import parse_duration
 from .._exceptions import (
     AccessDenied,
@@ -39,12 +38,13 @@ from .._refs import SecretRef
 from .._renewal import Scheduler, renewal_time
 from .._secret import Lease
 from . import BackendContext, ReadResult, SecretMetadata, options_of
+from ._http import Http, HttpFailure, Response
 from .vault_auth import Auth, auth_from_table
 
 __all__ = ["VaultBackend", "VaultConfig"]
 
-# hvac is imported only when a login needs it (every auth method but a plain token): it costs
-# ~20 ms of start-up on top of requests, and token reads go through requests directly.
+# hvac is imported only when a login needs it (every auth method but a plain token): hvac and
+# requests cost ~50 ms of start-up, and a token's requests go through urllib3 directly.
 if importlib.util.find_spec("hvac") is None:  # pragma: no cover - hvac is a dependency
     raise ModuleNotFoundError("No module named 'hvac'", name="hvac")
 
@@ -140,18 +140,7 @@ class VaultBackend:
         self._clock = context.clock
         self._lock = threading.RLock()
         self._mounts: dict[str, _Mount] = {}
-        # the session hvac.Client would make (hvac.adapters.Adapter), shared with it when a
-        # login method needs hvac
-        self._session = requests.Session()
-        self._session.verify = self.config.verify
-        # reads: prepared once per (url, token); proxies/verify from the environment, once
-        self._prepared: dict[tuple[str, str], requests.PreparedRequest] = {}
-        self._send_settings: dict[str, Any] = dict(
-            self._session.merge_environment_settings(
-                self.config.addr, {}, False, self.config.verify, None
-            )
-        )
-        self._send_settings["allow_redirects"] = False
+        self._http = Http(self.config.addr, verify=self.config.verify, timeout=self.config.timeout)
         self._client: Any = None
         self._token: str | None = None  # the token reads are made with (child when possible)
         self._login_token: str | None = None
@@ -172,54 +161,31 @@ class VaultBackend:
         headers["X-Vault-Token"] = tok
         if self.config.namespace:
             headers["X-Vault-Namespace"] = self.config.namespace
-        url = f"{self.config.addr}/v1/{path}"
         try:
-            if method == "GET" and body is None:
-                # Reads are the hot path: prepare once per (url, token) and send directly,
-                # skipping requests' per-call preparation and environment/proxy lookups.
-                key = (url, tok)
-                prepared = self._prepared.get(key)
-                if prepared is None:
-                    if len(self._prepared) > 512:
-                        self._prepared.clear()
-                    prepared = self._session.prepare_request(
-                        requests.Request("GET", url, headers=headers)
-                    )
-                    self._prepared[key] = prepared
-                resp = self._session.send(
-                    prepared, timeout=self.config.timeout, **self._send_settings
-                )
-            else:
-                resp = self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    json=body,
-                    timeout=self.config.timeout,
-                    verify=self.config.verify,
-                )
-        except requests.exceptions.SSLError as exc:
-            raise BackendUnavailable(
-                f"TLS verification failed for Vault at {self.config.addr}: set [stores.{self.name}] "
-                "cacert (or VAULT_CACERT) to the CA that signed its certificate",
-                ref=ref,
-                store=self.name,
-                transient=False,
-            ) from exc
-        except requests.exceptions.Timeout as exc:
-            raise BackendUnavailable(
-                f"Vault at {self.config.addr} did not answer within {self.config.timeout:g}s",
-                ref=ref,
-                store=self.name,
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
+            resp = self._http.request(method, f"/v1/{path}", headers=headers, body=body)
+        except HttpFailure as exc:
+            if exc.kind == "tls":
+                raise BackendUnavailable(
+                    f"TLS verification failed for Vault at {self.config.addr}: set "
+                    f"[stores.{self.name}] cacert (or VAULT_CACERT) to the CA that signed its "
+                    "certificate",
+                    ref=ref,
+                    store=self.name,
+                    transient=False,
+                ) from exc
+            if exc.kind == "timeout":
+                raise BackendUnavailable(
+                    f"Vault at {self.config.addr} did not answer within {self.config.timeout:g}s",
+                    ref=ref,
+                    store=self.name,
+                ) from exc
             raise BackendUnavailable(
                 f"cannot reach Vault at {self.config.addr} (connection refused or reset); "
                 "is it running, and is VAULT_ADDR right?",
                 ref=ref,
                 store=self.name,
             ) from exc
-        status = resp.status_code
+        status = resp.status
         if status == 204:
             return {}
         if 200 <= status < 300:
@@ -231,9 +197,7 @@ class VaultBackend:
         self._raise_for(status, resp, path, ref, method)
         raise AssertionError("unreachable")
 
-    def _raise_for(
-        self, status: int, resp: requests.Response, path: str, ref: str, method: str
-    ) -> None:
+    def _raise_for(self, status: int, resp: Response, path: str, ref: str, method: str) -> None:
         try:
             errors = resp.json().get("errors") or []
         except ValueError:
@@ -290,7 +254,6 @@ class VaultBackend:
                 namespace=self.config.namespace,
                 verify=self.config.verify,
                 timeout=self.config.timeout,
-                session=self._session,
             )
         return self._client
 
@@ -300,11 +263,12 @@ class VaultBackend:
         client = _TokenHolder() if auth.method == "token" else self._hvac_client()
         try:
             auth.login(client, self._context.resolve)
-        except requests.exceptions.RequestException:
-            raise BackendUnavailable(
-                f"cannot reach Vault at {self.config.addr} to log in", store=self.name
-            ) from None
         except Exception as exc:
+            transport = sys.modules.get("requests.exceptions")  # loaded with hvac, if at all
+            if transport is not None and isinstance(exc, transport.RequestException):
+                raise BackendUnavailable(
+                    f"cannot reach Vault at {self.config.addr} to log in", store=self.name
+                ) from None
             errors = sys.modules.get("hvac.exceptions")
             if errors is None or not isinstance(exc, errors.VaultError):
                 raise
@@ -555,13 +519,8 @@ class VaultBackend:
         """For ``leaseline doctor``: reachable (sys/health), authenticated, the token's TTL."""
         row: dict[str, Any] = {"reachable": False, "authenticated": False, "token_ttl": None}
         try:
-            resp = self._session.get(
-                f"{self.config.addr}/v1/sys/health",
-                timeout=self.config.timeout,
-                verify=self.config.verify,
-            )
-            health = resp.json()
-        except (requests.exceptions.RequestException, ValueError) as exc:
+            health = self._http.request("GET", "/v1/sys/health", headers={}).json()
+        except (HttpFailure, ValueError) as exc:
             row["detail"] = f"cannot reach {self.config.addr} ({type(exc).__name__})"
             return row
         row["reachable"] = True
@@ -661,6 +620,7 @@ class VaultBackend:
             except LeaselineError:
                 pass
         self._login_token = None
+        self._http.close()
 
 
 def _stringify(data: Mapping[str, Any]) -> dict[str, str]:

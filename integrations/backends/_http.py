@@ -1,0 +1,155 @@
+"""HTTP for the Vault backend: one urllib3 connection pool per store.
+
+urllib3 is what requests sends through; using it directly keeps the same connections, TLS
+verification, proxies and timeouts while sparing ``leaseline run`` requests' import
+(requests, charset-normalizer, idna, cookies: ~35 ms of every start). hvac, and with it a
+requests session, is only loaded for login methods that need it.
+
+Settings follow requests' conventions, so an environment that works for hvac works here:
+``verify`` is ``True`` (CA bundle: ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, else certifi's,
+else the system's), ``False``, or a CA file or directory; ``HTTPS_PROXY``/``HTTP_PROXY``/
+``NO_PROXY`` are honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    InsecureRequestWarning,
+    MaxRetryError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+__all__ = ["Http", "HttpFailure", "Response"]
+
+
+class HttpFailure(Exception):
+    """The request did not get an answer. ``kind``: ``"tls"``, ``"timeout"`` or ``"connect"``."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Any  # urllib3's HTTPHeaderDict: case-insensitive
+    data: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; ``ValueError`` when it is not."""
+        return json.loads(self.data)
+
+
+# Retries are the resolver's job (backoff inside a deadline); redirects are followed for writes
+# (a standby node redirects to the active one) but not for reads, as before with requests.
+_NO_RETRY = urllib3.Retry(total=0, connect=0, read=0, status=0, other=0, redirect=False)
+_REDIRECTS = urllib3.Retry(
+    total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_redirect=False
+)
+
+
+def _ca_options(verify: bool | str) -> dict[str, Any]:
+    if verify is False:
+        return {"cert_reqs": "CERT_NONE"}
+    if verify is True:
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if not bundle:
+            try:
+                import certifi
+
+                bundle = certifi.where()
+            except ImportError:  # the system's store (ssl's defaults)
+                return {"cert_reqs": "CERT_REQUIRED"}
+        verify = bundle
+    key = "ca_cert_dir" if os.path.isdir(verify) else "ca_certs"
+    return {"cert_reqs": "CERT_REQUIRED", key: verify}
+
+
+def _proxy_for(url: str) -> str | None:
+    if not any(k.lower().endswith("_proxy") for k in os.environ):
+        return None  # the common case, without importing urllib.request
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
+class Http:
+    """Requests to one server (``addr``: scheme, host and port), pooled, thread-safe."""
+
+    def __init__(self, addr: str, *, verify: bool | str, timeout: float) -> None:
+        self.addr = addr
+        self.verify = verify
+        self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
+        options: dict[str, Any] = {"maxsize": 10, "block": False}
+        if addr.startswith("https:"):
+            options.update(_ca_options(verify))
+        if verify is False and addr.startswith("https:"):
+            # asked for (tls_skip_verify) and logged once by the store; not once per request
+            host = urllib3.util.parse_url(addr).host or ""
+            warnings.filterwarnings(
+                "ignore",
+                message=f"Unverified HTTPS request is being made to host '{host}'",
+                category=InsecureRequestWarning,
+            )
+        proxy = _proxy_for(addr)
+        manager: urllib3.PoolManager = (
+            urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+        )
+        self._manager = manager
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        body: Any = None,
+    ) -> Response:
+        """``method`` ``addr + path``; ``body`` is sent as JSON. Raises :class:`HttpFailure`."""
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers = {**headers, "Content-Type": "application/json"}
+        try:
+            resp = self._manager.request(
+                method,
+                self.addr + path,
+                body=payload,
+                headers=headers,
+                timeout=self.timeout,
+                retries=_NO_RETRY if method == "GET" else _REDIRECTS,
+            )
+        except MaxRetryError as exc:
+            raise _failure(exc.reason or exc) from exc
+        except HTTPError as exc:
+            raise _failure(exc) from exc
+        return Response(resp.status, resp.headers, resp.data)
+
+    def close(self) -> None:
+        self._manager.clear()
+
+
+def _failure(exc: BaseException) -> HttpFailure:
+    if isinstance(exc, SSLError):
+        return HttpFailure("tls", str(exc))
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+        return HttpFailure("timeout", str(exc))
+    if isinstance(exc, ProxyError):
+        return HttpFailure("connect", f"through the proxy: {exc}")
+    return HttpFailure("connect", str(exc))
