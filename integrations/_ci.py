@@ -17,9 +17,6 @@ import json
 import os
 import sys
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
@@ -84,6 +81,11 @@ def announce_masks(stream: TextIO | None = None, environ: Mapping[str, str] | No
 
 
 def _github_token(env: Mapping[str, str], audience: str | None, timeout: float) -> str:
+    # imported here: `run` imports this module for announce_masks on every start
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     url = env["ACTIONS_ID_TOKEN_REQUEST_URL"]
     bearer = env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "")
     if not bearer:
