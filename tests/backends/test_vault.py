@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -267,3 +268,27 @@ def test_module_level_api_uses_environment(vault_env: OpenBao, canary: Any) -> N
         assert leaseline.resolve("vault://secret/llm/env#api_key") == value
     finally:
         _reset_default()
+
+
+def test_token_reads_import_neither_hvac_nor_requests(vault_env: OpenBao) -> None:
+    """The start-up budget of `leaseline run`: with a token, hvac and requests (~50 ms of
+    imports) stay out; HTTP goes through urllib3. A login method that needs hvac brings them."""
+    path = f"light/{secrets.token_hex(4)}"
+    value = secrets.token_hex(16)
+    vault_env.client().secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"v": value}, mount_point="secret"
+    )
+    code = (
+        "import os, sys, leaseline\n"
+        f"same = leaseline.resolve('vault://secret/{path}#v') == os.environ['EXPECTED']\n"
+        "print(same, sorted(m for m in ('hvac', 'requests') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "EXPECTED": value},
+    )
+    assert out.stdout.strip() == "True []"

@@ -72,6 +72,8 @@ def test_import_is_light() -> None:
         "kfp",
         "mlflow",
         "requests",
+        "urllib3",
+        "hyperscan",
         "pytest",
         "rich",
         "yaml",
