@@ -1,4 +1,4 @@
-"""``vault://PATH[?version=N][#field]``: HashiCorp Vault and OpenBao, through hvac.
+"""``vault://PATH[?version=N][#field]``: HashiCorp Vault and OpenBao (urllib3; hvac for logins).
 
 - KV v1 and v2 are detected once per mount (``sys/internal/ui/mounts``) and cached; any other
   path is a logical read whose lease (dynamic database credentials, PKI...) drives renewal.
