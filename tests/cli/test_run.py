@@ -86,6 +86,33 @@ def test_value_split_across_two_writes(
     assert result.stderr == "err ***\n"
 
 
+def test_output_in_bulk_with_many_values(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object
+) -> None:
+    """8 MB in 1 MB writes, 20 values (80+ forms: the bulk engine, Hyperscan with the `fast`
+    extra, for every chunk), one value every 1,000 lines: each masked, nothing else changed."""
+    values = {f"f{i}": canary.new("bulk") for i in range(20)}  # type: ignore[attr-defined]
+    ref = put_kv(openbao, f"cli/bulk-{os.urandom(3).hex()}", values)
+    args = [a for i in range(20) for a in ("--env", f"V{i}={ref}#f{i}")]
+    script = (
+        "import os,sys\n"
+        "vals=[os.environ[f'V{i}'] for i in range(20)]\n"
+        "out=sys.stdout.buffer; buf=[]\n"
+        "for i in range(80000):\n"
+        "    buf.append(f'{i:08d} ' + '.' * 90 + (f' tok={vals[i % 20]}' if i % 1000 == 7 else '') + '\\n')\n"
+        "    if len(buf) == 10000: out.write(''.join(buf).encode()); buf=[]\n"
+        "out.write(''.join(buf).encode())\n"
+    )
+    result = leaseline("run", *args, "--", sys.executable, "-c", script, env=cli_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 80000
+    assert result.stdout.count(" tok=***\n") == 80
+    assert all(line.endswith("." * 90) for i, line in enumerate(lines) if i % 1000 != 7)
+    for value in values.values():
+        assert value not in result.stdout
+
+
 def _read_pty(master: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> bytes:
     out = b""
     deadline = time.monotonic() + timeout
