@@ -16,7 +16,7 @@ import urllib.request
 from typing import ClassVar
 
 from leaseline import Secret
-from leaseline._rotators import Job, ProviderRotator
+from leaseline.rotators import Job, ProviderRotator
 
 ADMIN_API = "https://api.acme-llm.example/v1/admin/keys"
 

@@ -227,3 +227,21 @@ def test_forcing_an_unmanaged_reference_says_so(
     with make(tmp_path, audit[1], []) as r:
         _, (result,) = run(r, refs=["memory://loose"])
     assert result.outcome == "failed" and "not covered by any" in result.message
+
+
+def test_user_rotators_import_public_names_only() -> None:
+    """The documented way to write a rotator (docs/rotation.md, examples/rotation) works from
+    the public module ``leaseline.rotators``."""
+    import importlib.util
+    from pathlib import Path
+
+    import leaseline.rotators as public
+
+    example = Path(__file__).parents[2] / "examples" / "rotation" / "vendor_rotator.py"
+    spec = importlib.util.spec_from_file_location("vendor_rotator", example)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert issubclass(module.AcmeKeys, public.ProviderRotator)
+    assert public.ProviderRotator is ProviderRotator
+    assert "leaseline._rotators" not in example.read_text()
