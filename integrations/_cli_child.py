@@ -3,8 +3,8 @@
 The child is started with ``posix_spawnp`` (its signal mask cleared, SIGPIPE back to default).
 When masking is on, each of stdout/stderr goes either to a pseudo-terminal (when ours is a
 terminal: colour, line buffering and ``isatty()`` survive) or to a pipe; one relay thread per
-source masks it on its way to our own fd (:mod:`leaseline._relay`: read/write, or tee/splice
-for a pipe in bulk).
+source masks it on its way to our own fd (:mod:`leaseline._relay`: reads into one reused
+buffer behind the held-back bytes, clean stretches written from it in place).
 With a pseudo-terminal the child is a session leader with the pty as its controlling terminal;
 our terminal is put in raw mode and keystrokes are relayed, so Ctrl-C reaches the child through
 the pty's line discipline, exactly as in a normal terminal.

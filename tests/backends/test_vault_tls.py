@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def _secret(bao: OpenBao) -> tuple[str, str]:
-    value = secrets.token_hex(16)
-    path = f"tls/{secrets.token_hex(4)}"
-    bao.client().secrets.kv.v2.create_or_update_secret(
-        path=path, secret={"value": value}, mount_point="secret"
-    )
-    return f"vault://secret/{path}#value", value
+@pytest.fixture
+def put(tls_bao: OpenBao, canary: object) -> Callable[[], tuple[str, str]]:
+    """Write a fresh canary value (searched for in every log and output) to a new KV path."""
+
+    def make() -> tuple[str, str]:
+        value = canary.new("tls")  # type: ignore[attr-defined]
+        path = f"tls/{secrets.token_hex(4)}"
+        tls_bao.client().secrets.kv.v2.create_or_update_secret(
+            path=path, secret={"value": value}, mount_point="secret"
+        )
+        return f"vault://secret/{path}#value", value
+
+    return make
 
 
 def _resolver(bao: OpenBao, **store: Any) -> Resolver:
@@ -54,28 +60,39 @@ def _resolver(bao: OpenBao, **store: Any) -> Resolver:
     return Resolver(Config.from_mapping({"stores": {"vault": table}, "resolver": {"deadline": 2}}))
 
 
-def test_cacert_in_the_store_config(tls_bao: OpenBao, clean_env: pytest.MonkeyPatch) -> None:
-    ref, value = _secret(tls_bao)
+def test_cacert_in_the_store_config(
+    tls_bao: OpenBao, put: Callable[[], tuple[str, str]], clean_env: pytest.MonkeyPatch
+) -> None:
+    ref, value = put()
     with _resolver(tls_bao, cacert=str(tls_bao.ca_path)) as r:
         assert r.get(ref).reveal() == value
 
 
-def test_vault_cacert_from_the_environment(tls_bao: OpenBao, clean_env: pytest.MonkeyPatch) -> None:
-    ref, value = _secret(tls_bao)
+def test_vault_cacert_from_the_environment(
+    tls_bao: OpenBao, put: Callable[[], tuple[str, str]], clean_env: pytest.MonkeyPatch
+) -> None:
+    ref, value = put()
     clean_env.setenv("VAULT_CACERT", str(tls_bao.ca_path))
     with _resolver(tls_bao) as r:
         assert r.get(ref).reveal() == value
 
 
-def test_requests_ca_bundle_is_honoured(tls_bao: OpenBao, clean_env: pytest.MonkeyPatch) -> None:
+def test_requests_ca_bundle_is_honoured(
+    tls_bao: OpenBao, put: Callable[[], tuple[str, str]], clean_env: pytest.MonkeyPatch
+) -> None:
     """An environment set up for hvac/requests works unchanged."""
-    ref, value = _secret(tls_bao)
+    ref, value = put()
     clean_env.setenv("REQUESTS_CA_BUNDLE", str(tls_bao.ca_path))
     with _resolver(tls_bao) as r:
         assert r.get(ref).reveal() == value
 
 
-def test_a_ca_directory(tls_bao: OpenBao, clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_ca_directory(
+    tls_bao: OpenBao,
+    put: Callable[[], tuple[str, str]],
+    clean_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     """``cacert`` may name a directory of CA certificates (OpenSSL hashed names)."""
     import ssl
 
@@ -101,15 +118,15 @@ def test_a_ca_directory(tls_bao: OpenBao, clean_env: pytest.MonkeyPatch, tmp_pat
         .strip()
     )
     (tmp_path / f"{digest}.0").write_text(ssl.DER_cert_to_PEM_cert(der))
-    ref, value = _secret(tls_bao)
+    ref, value = put()
     with _resolver(tls_bao, cacert=str(tmp_path)) as r:
         assert r.get(ref).reveal() == value
 
 
 def test_unknown_ca_is_a_clear_error_with_the_fix(
-    tls_bao: OpenBao, clean_env: pytest.MonkeyPatch
+    tls_bao: OpenBao, put: Callable[[], tuple[str, str]], clean_env: pytest.MonkeyPatch
 ) -> None:
-    ref, _ = _secret(tls_bao)
+    ref, _ = put()
     with _resolver(tls_bao) as r, pytest.raises(BackendUnavailable) as info:
         r.get(ref)
     message = str(info.value)
@@ -119,10 +136,13 @@ def test_unknown_ca_is_a_clear_error_with_the_fix(
 
 
 def test_tls_skip_verify_works_and_warns_once(
-    tls_bao: OpenBao, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tls_bao: OpenBao,
+    put: Callable[[], tuple[str, str]],
+    clean_env: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No InsecureRequestWarning per request (the suite turns warnings into errors)."""
-    refs = [_secret(tls_bao) for _ in range(3)]
+    refs = [put() for _ in range(3)]
     with caplog.at_level(logging.WARNING, logger="leaseline"):
         with _resolver(tls_bao, tls_skip_verify=True) as r:
             for ref, value in refs:
@@ -132,9 +152,9 @@ def test_tls_skip_verify_works_and_warns_once(
 
 
 def test_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it(
-    tls_bao: OpenBao, clean_env: pytest.MonkeyPatch
+    tls_bao: OpenBao, put: Callable[[], tuple[str, str]], clean_env: pytest.MonkeyPatch
 ) -> None:
-    ref, value = _secret(tls_bao)
+    ref, value = put()
     clean_env.setenv("VAULT_CACERT", str(tls_bao.ca_path))
     clean_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens
     with _resolver(tls_bao) as r, pytest.raises(BackendUnavailable) as info:
