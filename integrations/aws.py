@@ -151,7 +151,7 @@ def session(
         resolver = default_resolver()
     creds = credentials(ref, resolver, clock=clock)
 
-    class LeaselineProvider(CredentialProvider):
+    class LeaselineProvider(CredentialProvider):  # type: ignore[misc]  # botocore is untyped
         METHOD = CANONICAL_NAME = "leaseline"
 
         def load(self) -> RefreshableCredentials:
