@@ -328,7 +328,7 @@ def dev(
       vault://secret/llm/openai#api_key            a KV v2 "LLM API key" (random, per start)
       vault://database/creds/trainer               dynamic PostgreSQL credentials (--postgres)
     Writes an env file (mode 0600) to source in another shell:
-      VAULT_ADDR, VAULT_TOKEN (the root token, generated now, printed only abbreviated),
+      VAULT_ADDR, VAULT_TOKEN (the root token, generated now, never printed),
       LEASELINE_AUDIT__SINK (a JSON-lines audit log in DIR), LEASELINE_AUDIT__HMAC_KEY,
       LEASELINE_LEDGER__PATH, and PGHOST/PGPORT/PGDATABASE with --postgres.
     OpenBao's own audit device logs to DIR/openbao-audit.log. The server keeps nothing on disk:
@@ -419,7 +419,7 @@ def dev(
                 "export PGDATABASE=postgres",
             ]
         _write_private(envfile, "\n".join(lines) + "\n")
-        click.echo(f"OpenBao dev server at {addr} (root token {token[:9]}..., in the env file)")
+        click.echo(f"OpenBao dev server at {addr} (its root token is in the env file only)")
         for ref in refs:
             click.echo(f"  seeded {ref}")
         if pg is not None:
