@@ -165,6 +165,7 @@ def test_dev_server_and_the_quickstart(tmp_path: Path, canary: object) -> None:
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert token not in out + err
-    assert token[5:13] not in out + err  # not even abbreviated: the root token stays in the env file
+    # not even abbreviated: the root token stays in the env file
+    assert token[5:13] not in out + err
     assert "root token is in the env file" in out
     assert not (workdir / "env").exists()
