@@ -30,8 +30,11 @@ ll_die() {
 
 # The base interpreter must exist and be >= 3.10.
 ll_base_python() {
-  local py
-  py=$(command -v "$LL_BASE_PY" 2>/dev/null) || ll_die "no '$LL_BASE_PY' on PATH (set PYTHON=/path/to/python3.10+)"
+  local py search=$PATH
+  if [ -n "${VIRTUAL_ENV:-}" ]; then  # an active venv (ours, after ll_use) is never the base
+    search=$(printf '%s' ":$PATH:" | sed "s#:$VIRTUAL_ENV/bin:#:#g; s#^:##; s#:\$##")
+  fi
+  py=$(PATH=$search command -v "$LL_BASE_PY" 2>/dev/null) || ll_die "no '$LL_BASE_PY' on PATH (set PYTHON=/path/to/python3.10+)"
   "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || ll_die "$py is $("$py" -V 2>&1); leaseline needs Python >= 3.10 (set PYTHON=...)"
   echo "$py"
@@ -76,13 +79,15 @@ try:
                          capture_output=True, text=True, timeout=60).stdout
 except Exception:
     raise SystemExit(0)
-conf = {}
+conf, rank = {}, {}
+order = {":env:": 3, "install": 2, "global": 1}  # pip's precedence for `pip install`
 for line in out.splitlines():  # global.index-url='https://...'   :env:.find-links='/opt/wheels'
     key, sep, value = line.partition("=")
-    if not sep or "." not in key:
+    section, dot, name = key.rpartition(".")
+    if not sep or not dot or section not in order or order[section] < rank.get(name, 0):
         continue
     try:
-        conf[key.rsplit(".", 1)[1]] = str(ast.literal_eval(value))
+        conf[name], rank[name] = str(ast.literal_eval(value)), order[section]
     except (ValueError, SyntaxError):
         continue
 flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
