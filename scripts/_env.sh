@@ -32,7 +32,10 @@ ll_die() {
 ll_base_python() {
   local py search=$PATH
   if [ -n "${VIRTUAL_ENV:-}" ]; then  # an active venv (ours, after ll_use) is never the base
-    search=$(printf '%s' ":$PATH:" | sed "s#:$VIRTUAL_ENV/bin:#:#g; s#^:##; s#:\$##")
+    local dir rest=""
+    local IFS=:
+    for dir in $PATH; do [ "$dir" = "$VIRTUAL_ENV/bin" ] || rest=${rest:+$rest:}$dir; done
+    search=$rest
   fi
   py=$(PATH=$search command -v "$LL_BASE_PY" 2>/dev/null) || ll_die "no '$LL_BASE_PY' on PATH (set PYTHON=/path/to/python3.10+)"
   "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \

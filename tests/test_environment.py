@@ -133,7 +133,7 @@ def test_the_active_project_environment_is_never_taken_for_the_base_interpreter(
     env = {
         **os.environ,
         "VIRTUAL_ENV": sys.prefix,
-        "PATH": venv_bin + os.pathsep + os.environ["PATH"],
+        "PATH": os.pathsep.join([venv_bin, venv_bin, os.environ["PATH"], venv_bin]),  # as in CI
     }
     env.pop("PYTHON", None)
     script = f". {ROOT / 'scripts' / '_env.sh'}; ll_base_python"

@@ -151,6 +151,9 @@ def test_no_lease_outlives_the_task(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a runner that started us in the background (SIGINT ignored, which
+        # children inherit and Python then respects) must not turn Ctrl-C into a no-op here
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     user = proc.stdout.readline().strip()
