@@ -38,8 +38,13 @@ BUDGETS = {"demo": 300.0, "core": 360.0, "ci": 1500.0}
 def default_pythons() -> list[str]:
     found = [p for p in ("/usr/bin/python3",) if os.path.exists(p)]
     pyenv = Path.home() / ".pyenv" / "versions"
-    if pyenv.is_dir():
-        found += [str(v / "bin" / "python3") for v in sorted(pyenv.iterdir())[-1:]]
+    if pyenv.is_dir():  # the newest pyenv CPython that leaseline supports (>= 3.10)
+        versions = []
+        for v in pyenv.iterdir():
+            parts = v.name.split(".")
+            if all(p.isdigit() for p in parts) and (v / "bin" / "python3").exists():
+                versions.append((tuple(int(p) for p in parts), v))
+        found += [str(v / "bin" / "python3") for t, v in sorted(versions)[-1:] if t >= (3, 10)]
     return found
 
 
