@@ -36,15 +36,27 @@ BUDGETS = {"demo": 300.0, "core": 360.0, "ci": 1500.0}
 
 
 def default_pythons() -> list[str]:
+    """Debian's /usr/bin/python3 and the python3 first on PATH (e.g. pyenv's), when different."""
     found = [p for p in ("/usr/bin/python3",) if os.path.exists(p)]
-    pyenv = Path.home() / ".pyenv" / "versions"
-    if pyenv.is_dir():  # the newest pyenv CPython that leaseline supports (>= 3.10)
-        versions = []
-        for v in pyenv.iterdir():
-            parts = v.name.split(".")
-            if all(p.isdigit() for p in parts) and (v / "bin" / "python3").exists():
-                versions.append((tuple(int(p) for p in parts), v))
-        found += [str(v / "bin" / "python3") for t, v in sorted(versions)[-1:] if t >= (3, 10)]
+    try:
+        out = subprocess.run(
+            ["python3", "-c", "import sys; print(sys.executable)"],
+            env={
+                **os.environ,
+                "PATH": os.pathsep.join(
+                    d
+                    for d in os.environ["PATH"].split(os.pathsep)
+                    if d != os.path.join(sys.prefix, "bin")  # not this venv's own python3
+                ),
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    if out and Path(out).resolve() not in {Path(p).resolve() for p in found}:
+        found.append(out)
     return found
 
 
