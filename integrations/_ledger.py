@@ -40,6 +40,7 @@ __all__ = [
     "default_path",
     "identity",
     "process_start",
+    "run_alive",
 ]
 
 RunKey = tuple[int, Any]  # (pid, started)
@@ -143,7 +144,7 @@ class Entry:
 
     def alive(self) -> bool:
         """Its process still runs (same pid *and* same start time)."""
-        return _alive(self.pid, self.started)
+        return run_alive(self.pid, self.started)
 
     def status(self) -> str:
         if self.revoked:
@@ -169,7 +170,8 @@ class Entry:
         }
 
 
-def _alive(pid: int, started: Any) -> bool:
+def run_alive(pid: int, started: Any) -> bool:
+    """The process (pid, start time) still runs (a start time of None: any process of pid)."""
     now = process_start(pid)
     if now is None:
         return False
