@@ -212,3 +212,47 @@ def test_sighup_from_a_closed_terminal_revokes_a_python_lease(
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 1  # still ends as SIGHUP says
     assert eventually(lambda: not live_leases(openbao, role))
     assert user not in db_users(vault_db.pg)
+
+
+def test_agent_stopped_while_the_store_is_sealed_exits_non_zero_and_keeps_it_pending(
+    own_openbao: tuple[OpenBao, DatabaseEngine], tmp_path: Path
+) -> None:
+    import shutil
+    import signal
+    import tempfile
+
+    bao, engine = own_openbao
+    env = cli_env(bao, tmp_path)
+    files = Path(tempfile.mkdtemp(prefix="leaseline-agent-", dir="/dev/shm"))
+    target = files / "db.json"
+    agent = subprocess.Popen(
+        [*LEASELINE, "agent", "--file", f"{target}=vault://{engine.creds_path()}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert eventually(target.exists, 60), "the agent rendered its file"
+        bao.seal()
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+        assert agent.returncode == 5, stderr
+        assert "could not be revoked" in stderr and "leases revoke --orphaned" in stderr
+        statuses = {e.kind: e.status() for e in Ledger(tmp_path / "ledger.jsonl").entries()}
+        assert statuses == {"lease": "pending", "token": "pending"}
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        if bao.sealed():
+            bao.unseal()
+        shutil.rmtree(files, ignore_errors=True)
+    revoke = subprocess.run(
+        [*LEASELINE, "leases", "revoke", "--orphaned"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert revoke.returncode == 0, revoke.stdout + revoke.stderr
+    assert not live_leases(bao, "sealed")
