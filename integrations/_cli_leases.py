@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -33,13 +35,15 @@ def _when(ts: float | None) -> str:
 
 @click.group("leases")
 def leases() -> None:
-    """The lease ledger: leases and per-run tokens held by `leaseline run` processes.
+    """The lease ledger: leases and per-run tokens held by `leaseline run`, `agent`, `render`.
 
     \b
     `leaseline run` records every lease id and per-run token accessor it holds (never a value)
-    in the ledger ([ledger] path, default $XDG_STATE_HOME/leaseline/ledger.jsonl), fsync'd when
-    taken and marked when revoked. If leaseline itself is killed (kill -9, OOM, node loss), the
-    entries stay: `leaseline leases revoke --orphaned` revokes them.
+    and its --file paths in the ledger ([ledger] path, default
+    $XDG_STATE_HOME/leaseline/ledger.jsonl), fsync'd when taken and marked when revoked. If
+    leaseline itself is killed (kill -9, OOM, node loss), the entries stay; a revocation that
+    failed (store down or sealed) is kept as pending, also for Python programs.
+    `leaseline leases revoke --orphaned` revokes both.
     """
 
 
@@ -50,7 +54,8 @@ def leases() -> None:
 )
 @click.pass_context
 def list_(ctx: click.Context, show_all: bool, fmt: str) -> None:
-    """List ledger entries: status held (its run is alive), orphaned, expired or revoked.
+    """List ledger entries: status held (its process is alive), orphaned (its process is gone),
+    pending (revoking it failed: `leases revoke --orphaned` retries), expired or revoked.
 
     \b
     Exit codes: 0 ok, 2 config error.
@@ -91,23 +96,45 @@ def revoke_accessor(backend: Any, accessor: str) -> None:
     method(accessor)
 
 
+def report_unrevoked(command: str, unrevoked: Sequence[Any]) -> int:
+    """Say on stderr what ``command`` could not revoke and how to finish the job; returns the
+    exit status for it: 5 a store was unavailable (down, sealed), 4 denied, 1 otherwise."""
+    if not unrevoked:
+        return 0
+    what = ", ".join(sorted({u.describe() for u in unrevoked}))
+    click.echo(
+        f"leaseline {command}: error: {len(unrevoked)} lease(s)/token(s) could not be revoked "
+        f"({what}); they stay valid until they expire and are kept as pending in the lease "
+        "ledger (`leaseline leases list`). Fix: once the store is reachable again (unsealed), "
+        "run `leaseline leases revoke --orphaned`.",
+        err=True,
+    )
+    codes = {"BackendUnavailable": 5, "AccessDenied": 4}
+    return max(codes.get(u.error, 1) for u in unrevoked)
+
+
 @leases.command("revoke")
 @click.option(
     "--orphaned",
     is_flag=True,
-    help="Revoke every entry whose run is gone (required; the only mode for now).",
+    help="Revoke every entry whose process is gone, and every pending one (required; the only "
+    "mode for now).",
 )
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 @click.pass_context
 def revoke(ctx: click.Context, orphaned: bool, fmt: str) -> None:
-    """Revoke orphaned leases and per-run tokens (their `leaseline run` is no longer alive).
+    """Revoke orphaned and pending leases and per-run tokens, and remove orphaned secret files.
 
     \b
-    Tokens are revoked by accessor (auth/token/revoke-accessor: every lease issued under the
-    token goes with it), leases through their store. Private --file directories left behind are
-    removed. Entries are marked revoked and the ledger is compacted.
+    Orphaned: the process that took it (`leaseline run`, `agent`, `render`, a Python program)
+    is gone - same pid and start time, so a reused pid does not hide it. Pending: its owner
+    tried to revoke it and failed (store down or sealed at exit). Tokens are revoked by
+    accessor (auth/token/revoke-accessor: every lease issued under the token goes with it),
+    leases through their store. The --file files and private directories of runs that are
+    gone are removed. Entries are marked revoked and the ledger is compacted; what fails stays
+    pending for the next try.
 
     \b
     Exit codes: 0 everything revoked (or nothing to do), 1 some revocations failed,
@@ -116,12 +143,15 @@ def revoke(ctx: click.Context, orphaned: bool, fmt: str) -> None:
     if not orphaned:
         raise click.UsageError("say what to revoke: --orphaned")
     from ._exceptions import LeaselineError
-    from ._ledger import process_start
+    from ._ledger import run_alive
     from ._secret import Lease
 
     ledger = _ledger(ctx)
-    targets = [e for e in ledger.entries() if e.status() in {"orphaned", "expired"}]
-    targets = [e for e in targets if not e.alive()]
+    targets = [
+        e
+        for e in ledger.entries()
+        if e.status() == "pending" or (e.status() in {"orphaned", "expired"} and not e.alive())
+    ]
     results: list[dict[str, Any]] = []
     failed = 0
     with make_resolver(ctx, handle_signals=False) as resolver:
@@ -142,17 +172,20 @@ def revoke(ctx: click.Context, orphaned: bool, fmt: str) -> None:
                 ledger.append({"op": "revoked", "id": entry.id, "time": time.time()})
             results.append({**entry.as_dict(), "outcome": outcome})
         done = []
-        remaining = {e.pid for e in ledger.entries()}
+        remaining = {(e.pid, e.started) for e in ledger.entries()}
         for run in ledger.runs():
-            pid = int(run.get("pid") or 0)
-            start = process_start(pid)
-            if start is not None and start in ("?", run.get("started")):
+            key = (int(run.get("pid") or 0), run.get("started"))
+            if run_alive(*key):
                 continue  # still running
-            if pid in remaining:
-                continue  # something could not be revoked: keep the run for another try
+            # a run that is gone: its secret files go now, whatever else failed
+            for path in run.get("files") or ():
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             if run.get("dir"):
                 shutil.rmtree(str(run["dir"]), ignore_errors=True)
-            done.append({"op": "done", "pid": pid, "time": time.time()})
+            if key in remaining:
+                continue  # something could not be revoked: keep the run for another try
+            done.append({"op": "done", "pid": key[0], "started": key[1], "time": time.time()})
         ledger.append(*done)
     with contextlib.suppress(OSError):
         ledger.compact()

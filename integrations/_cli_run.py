@@ -187,30 +187,20 @@ def _private_dir() -> Path:
     raise AssertionError("unreachable")
 
 
-def _write_secret(path: Path, value: str) -> None:
-    """Atomically (re)write ``path`` with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, value.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 class Session:
     """Resolution, ledger and files for one ``leaseline run`` (across restarts)."""
 
     def __init__(self, resolver: Any, plan: Plan, ledger: Any) -> None:
+        from ._ledger import Recorder
+
         self.resolver = resolver
         self.plan = plan
         self.ledger = ledger
+        self.recorder = Recorder(ledger, resolver, "run")
         self.stack = ExitStack()
         self.handles: dict[str, Any] = {}
         self.dir: Path | None = None
         self.file_paths: dict[str, Path] = {}
-        self._recorded: set[str] = set()
         self._lock = threading.Lock()
 
     def resolve(self) -> None:
@@ -227,8 +217,10 @@ class Session:
         self.write_files()
 
     def write_files(self) -> None:
+        from ._render import atomic_write
+
         for name, ref in self.plan.files.items():
-            _write_secret(self.file_paths[name], self.handles[ref].reveal())
+            atomic_write(self.file_paths[name], self.handles[ref].reveal().encode(), 0o600)
 
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
         env = dict(base)
@@ -240,59 +232,21 @@ class Session:
         return env
 
     def record(self, child_pid: int, argv: list[str]) -> None:
-        """Write the run and every lease and child token it holds to the ledger (fsync'd)."""
-        from ._ledger import process_start
-
-        now = time.time()
-        records: list[dict[str, Any]] = []
+        """Write the run (with its ``--file`` paths) and every lease and child token it holds
+        to the ledger (fsync'd), each once."""
+        stores = {self.resolver.parse(r).store for r in self.handles}
         with self._lock:
-            if "run" not in self._recorded:
-                self._recorded.add("run")
-                records.append(
-                    {
-                        "op": "run",
-                        "pid": os.getpid(),
-                        "started": process_start(os.getpid()),
-                        "child_pid": child_pid,
-                        "cmd": os.path.basename(argv[0]),
-                        "dir": str(self.dir) if self.dir else None,
-                        "time": now,
-                    }
-                )
-            for key, lease in self.resolver.leases():
-                if lease.id in self._recorded:
-                    continue
-                self._recorded.add(lease.id)
-                records.append(
-                    {
-                        "op": "lease",
-                        "pid": os.getpid(),
-                        "store": self.resolver.parse(key).store,
-                        "ref": key,
-                        "lease_id": lease.id,
-                        "expires_at": lease.max_expires_at or lease.expires_at,
-                        "time": now,
-                    }
-                )
-            for store in sorted({self.resolver.parse(r).store for r in self.handles}):
-                backend = self.resolver.backend(store)
-                accessor = getattr(backend, "child_token_accessor", None)
-                if accessor and f"accessor:{accessor}" not in self._recorded:
-                    self._recorded.add(f"accessor:{accessor}")
-                    config = getattr(backend, "config", None)
-                    records.append(
-                        {
-                            "op": "token",
-                            "pid": os.getpid(),
-                            "store": store,
-                            "accessor": accessor,
-                            "addr": getattr(config, "addr", None),
-                            "time": now,
-                        }
-                    )
-        self.ledger.append(*records)
+            self.recorder.record(
+                stores,
+                child_pid=child_pid,
+                cmd=os.path.basename(argv[0]) if argv else None,
+                dir=str(self.dir) if self.dir else None,
+                files=sorted(str(p) for n, p in self.file_paths.items() if n.startswith("/")),
+            )
 
-    def close(self) -> None:
+    def close(self) -> list[Any]:
+        """Revoke everything, remove the files; returns what could not be revoked (kept in the
+        ledger as pending, which the run's ``done`` record does not cover)."""
         try:
             self.stack.close()
             self.resolver.close()
@@ -302,10 +256,8 @@ class Session:
                     path.unlink()
             if self.dir is not None:
                 shutil.rmtree(self.dir, ignore_errors=True)
-            if "run" in self._recorded:
-                self.ledger.append(
-                    {"op": "done", "pid": os.getpid(), "time": time.time()}, sync=False
-                )
+            self.recorder.done()
+        return list(self.resolver.unrevoked)
 
 
 def implicit_refs(environ: Mapping[str, str], resolver: Any) -> dict[str, str]:
@@ -518,6 +470,7 @@ def _run_session(
     changed = threading.Event()
     main_thread = threading.get_ident()
     child: Child | None = None
+    status: int | None = None
     try:
         session.resolve()
 
@@ -540,13 +493,21 @@ def _run_session(
                 gc.enable()
             status = _supervise(child, changed, policy, policy_signal, session)
             if status is not None:
-                return status
+                break
             # restart: the old child ended on our SIGTERM; start again with fresh values
             changed.clear()
     finally:
         if child is not None:
             child.restore_terminal()
-        session.close()
+        unrevoked = session.close()
+    if unrevoked:
+        from ._cli_leases import report_unrevoked
+
+        cleanup = report_unrevoked("run", unrevoked)
+        if status == 0:  # the command succeeded; cleaning up after it did not
+            status = cleanup
+    assert status is not None  # the loop ends only with a status (or an exception)
+    return status
 
 
 def _supervise(

@@ -1,18 +1,23 @@
-"""The lease ledger: what ``leaseline run`` holds, on disk, so a killed run can be cleaned up.
+"""The lease ledger: what a process holds, on disk, so a killed run can be cleaned up.
 
 A JSON-lines file (``[ledger] path``, else ``$XDG_STATE_HOME/leaseline/ledger.jsonl``, else
 ``~/.local/state/leaseline/ledger.jsonl``), mode 0600, appended under ``flock`` and fsync'd on
-every write but ``done``. Records hold lease ids, token accessors, pids and expiry times: never a
-value, never a token. Kinds:
+every write. Records hold lease ids, token accessors, pids, process start times, file paths and
+expiry times: never a value, never a token. Every record names its process as ``pid`` plus
+``started`` (the kernel's start time of that pid): a pid alone is reused (in a container every
+run is pid 1). Kinds:
 
-- ``{"op": "run", "pid", "started", "child_pid", "cmd", "dir"}``: a run began (``dir``: its
-  private directory of ``--file`` secrets, if any);
-- ``{"op": "lease", "pid", "store", "ref", "lease_id", "expires_at"}``;
-- ``{"op": "token", "pid", "store", "accessor", "addr"}``: the per-task child token;
-- ``{"op": "revoked", "id"}`` and ``{"op": "done", "pid"}``: cleaned up.
+- ``{"op": "run", "pid", "started", "child_pid", "cmd", "dir", "files"}``: a run began (``dir``:
+  its private directory of ``--file`` secrets; ``files``: the ``--file /abs/path`` files);
+- ``{"op": "lease", "pid", "started", "store", "ref", "lease_id", "expires_at"}``;
+- ``{"op": "token", "pid", "started", "store", "accessor", "addr"}``: the per-task child token;
+- ``{"op": "pending", "id", "kind", ...}``: revoking it failed (store down or sealed at exit):
+  ``leases revoke --orphaned`` retries it;
+- ``{"op": "revoked", "id"}`` and ``{"op": "done", "pid", "started"}``: cleaned up (``done``
+  covers every entry of its run that is not pending).
 
-An entry is *orphaned* when its run's process is gone (pid dead, or reused: the start time
-recorded from ``/proc`` no longer matches) and it was never marked revoked.
+An entry is *orphaned* when its process is gone (pid dead, or reused: the start time read from
+``/proc`` no longer matches) and it was never revoked; *pending* when its revocation failed.
 """
 
 from __future__ import annotations
@@ -22,12 +27,23 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Entry", "Ledger", "default_path", "process_start"]
+__all__ = [
+    "Entry",
+    "Ledger",
+    "Recorder",
+    "Unrevoked",
+    "default_path",
+    "identity",
+    "process_start",
+    "run_alive",
+]
+
+RunKey = tuple[int, Any]  # (pid, started)
 
 
 def default_path(section: Mapping[str, Any] | None = None) -> Path:
@@ -56,9 +72,60 @@ def process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+_identity: tuple[int, str | None] | None = None
+
+
+def identity() -> tuple[int, str | None]:
+    """This process as the ledger names it: (pid, start time); computed again after a fork."""
+    global _identity
+    pid = os.getpid()
+    if _identity is None or _identity[0] != pid:
+        _identity = (pid, process_start(pid))
+    return _identity
+
+
+@dataclass(frozen=True)
+class Unrevoked:
+    """A lease or child token whose revocation failed: kept in the ledger as pending."""
+
+    kind: str  # "lease" | "token"
+    store: str
+    ref: str | None = None
+    lease_id: str | None = None
+    accessor: str | None = None
+    addr: str | None = None
+    expires_at: float | None = None
+    error: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"accessor:{self.accessor}" if self.kind == "token" else str(self.lease_id)
+
+    def describe(self) -> str:
+        return self.ref or f"the per-task token (accessor {self.accessor})"
+
+    def record(self) -> dict[str, Any]:
+        pid, started = identity()
+        return {
+            "op": "pending",
+            "id": self.id,
+            "kind": self.kind,
+            "pid": pid,
+            "started": started,
+            "store": self.store,
+            "ref": self.ref,
+            "lease_id": self.lease_id,
+            "accessor": self.accessor,
+            "addr": self.addr,
+            "expires_at": self.expires_at,
+            "error": self.error,
+            "time": time.time(),
+        }
+
+
 @dataclass
 class Entry:
-    """One lease or token a run took, folded from the ledger's records."""
+    """One lease or token a process took, folded from the ledger's records."""
 
     id: str  # lease id, or "accessor:<accessor>"
     kind: str  # "lease" | "token"
@@ -70,21 +137,22 @@ class Entry:
     addr: str | None = None
     expires_at: float | None = None
     taken_at: float = 0.0
+    started: Any = None
     revoked: bool = False
+    pending: str | None = None  # why revoking it failed
     run: dict[str, Any] = field(default_factory=dict)
 
     def alive(self) -> bool:
-        started = self.run.get("started")
-        now = process_start(self.pid)
-        if now is None:
-            return False
-        return started is None or now == "?" or now == started
+        """Its process still runs (same pid *and* same start time)."""
+        return run_alive(self.pid, self.started)
 
     def status(self) -> str:
         if self.revoked:
             return "revoked"
         if self.expires_at is not None and self.expires_at < time.time():
             return "expired"
+        if self.pending is not None:
+            return "pending"
         return "held" if self.alive() else "orphaned"
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,11 +166,93 @@ class Entry:
             "accessor": self.accessor,
             "expires_at": self.expires_at,
             "status": self.status(),
+            "error": self.pending,
         }
 
 
+def run_alive(pid: int, started: Any) -> bool:
+    """The process (pid, start time) still runs (a start time of None: any process of pid)."""
+    now = process_start(pid)
+    if now is None:
+        return False
+    return started is None or now == "?" or now == started
+
+
+def _record_id(r: Mapping[str, Any]) -> str | None:
+    op = r.get("op")
+    if op == "lease":
+        return str(r["lease_id"]) if r.get("lease_id") else None
+    if op == "token":
+        return f"accessor:{r['accessor']}" if r.get("accessor") else None
+    if op in ("pending", "revoked"):
+        return str(r["id"]) if r.get("id") else None
+    return None
+
+
+class _Fold:
+    """The ledger's records read in order: run keys, entries, and what ended."""
+
+    def __init__(self, records: Iterable[dict[str, Any]]) -> None:
+        self.keyed: list[tuple[RunKey, dict[str, Any]]] = []
+        self.runs: dict[RunKey, dict[str, Any]] = {}
+        self.found: dict[str, Entry] = {}
+        self.revoked: set[str] = set()
+        self.pending: dict[str, str] = {}
+        self.done: set[RunKey] = set()
+        latest: dict[int, Any] = {}  # pid -> start time of its latest run (records before 0.x)
+        for r in records:
+            op = r.get("op")
+            pid = int(r.get("pid") or 0)
+            key: RunKey = (pid, r["started"] if "started" in r else latest.get(pid))
+            self.keyed.append((key, r))
+            rid = _record_id(r)
+            if op == "run":
+                latest[pid] = r.get("started")
+                self.runs[key] = r
+                self.done.discard(key)
+            elif op in ("lease", "token") and rid:
+                self._entry(rid, r, key)
+                self.revoked.discard(rid)
+            elif op == "pending" and rid:
+                if rid not in self.found:
+                    self._entry(rid, r, key)
+                self.pending[rid] = str(r.get("error") or "revocation failed")
+                self.revoked.discard(rid)
+            elif op == "revoked" and rid:
+                self.revoked.add(rid)
+                self.pending.pop(rid, None)
+            elif op == "done":
+                self.done.add(key)
+
+    def _entry(self, rid: str, r: Mapping[str, Any], key: RunKey) -> None:
+        kind = "token" if rid.startswith("accessor:") else "lease"
+        self.found[rid] = Entry(
+            rid,
+            kind,
+            key[0],
+            str(r.get("store")),
+            ref=r.get("ref"),
+            lease_id=r.get("lease_id") if kind == "lease" else None,
+            accessor=str(r["accessor"]) if kind == "token" else None,
+            addr=r.get("addr"),
+            expires_at=r.get("expires_at"),
+            taken_at=float(r.get("time") or 0),
+            started=key[1],
+        )
+
+    def entries(self) -> list[Entry]:
+        out = []
+        for entry in self.found.values():
+            key = (entry.pid, entry.started)
+            entry.run = self.runs.get(key, {})
+            entry.pending = self.pending.get(entry.id)
+            entry.revoked = entry.id in self.revoked or (key in self.done and entry.pending is None)
+            out.append(entry)
+        return out
+
+
 class Ledger:
-    """Append-only, crash-safe record of leases held by ``leaseline run`` processes."""
+    """Append-only, crash-safe record of the leases and tokens processes hold."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -120,11 +270,7 @@ class Ledger:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def append(self, *records: Mapping[str, Any], sync: bool = True) -> None:
-        """Write ``records`` (one write) and fsync before returning.
-
-        ``sync=False`` skips the fsync, for records whose loss is harmless: a ``done`` lost in
-        a crash only makes ``leases revoke --orphaned`` retry revocations that already happened.
-        """
+        """Write ``records`` (one write) and fsync before returning (``sync=False``: don't)."""
         if not records:
             return
         text = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in records)
@@ -139,92 +285,126 @@ class Ledger:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
-        out = []
-        for line in text.splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    out.append(record)
-        return out
+        return _parse(text)
 
     def entries(self, *, include_revoked: bool = False) -> list[Entry]:
         """Every lease and token recorded, folded (latest state wins)."""
-        runs: dict[int, dict[str, Any]] = {}
-        found: dict[str, Entry] = {}
-        revoked: set[str] = set()
-        done: set[int] = set()
-        for r in self._records():
-            op = r.get("op")
-            pid = int(r.get("pid") or 0)
-            if op == "run":
-                runs[pid] = r
-                done.discard(pid)
-            elif op == "lease" and r.get("lease_id"):
-                lid = str(r["lease_id"])
-                found[lid] = Entry(
-                    lid,
-                    "lease",
-                    pid,
-                    str(r.get("store")),
-                    ref=r.get("ref"),
-                    lease_id=lid,
-                    expires_at=r.get("expires_at"),
-                    taken_at=float(r.get("time") or 0),
-                )
-                revoked.discard(lid)
-            elif op == "token" and r.get("accessor"):
-                tid = f"accessor:{r['accessor']}"
-                found[tid] = Entry(
-                    tid,
-                    "token",
-                    pid,
-                    str(r.get("store")),
-                    accessor=str(r["accessor"]),
-                    addr=r.get("addr"),
-                    expires_at=r.get("expires_at"),
-                    taken_at=float(r.get("time") or 0),
-                )
-                revoked.discard(tid)
-            elif op == "revoked":
-                revoked.add(str(r.get("id")))
-            elif op == "done":
-                done.add(pid)
-        out = []
-        for entry in found.values():
-            entry.run = runs.get(entry.pid, {})
-            entry.revoked = entry.id in revoked or entry.pid in done
-            if include_revoked or not entry.revoked:
-                out.append(entry)
+        out = [e for e in _Fold(self._records()).entries() if include_revoked or not e.revoked]
         return sorted(out, key=lambda e: (e.taken_at, e.id))
 
     def runs(self) -> list[dict[str, Any]]:
-        """``run`` records whose process is gone and that never finished (orphaned runs)."""
-        live: dict[int, dict[str, Any]] = {}
-        for r in self._records():
-            pid = int(r.get("pid") or 0)
-            if r.get("op") == "run":
-                live[pid] = r
-            elif r.get("op") == "done":
-                live.pop(pid, None)
-        return list(live.values())
+        """``run`` records that never finished (``done``)."""
+        fold = _Fold(self._records())
+        return [r for key, r in fold.runs.items() if key not in fold.done]
 
     def compact(self) -> None:
-        """Rewrite the file keeping only records of runs that are not finished."""
+        """Rewrite the file keeping only what still matters: runs not finished, and every record
+        of a run that has a revocation pending. Kept records name their run explicitly."""
         with self._locked("r+") as fh:
             fh.seek(0)
-            records = []
-            for line in fh.read().splitlines():
-                with contextlib.suppress(ValueError):
-                    records.append(json.loads(line))
-            finished = {int(r.get("pid") or 0) for r in records if r.get("op") == "done"}
-            keep = [
-                r for r in records if isinstance(r, dict) and int(r.get("pid") or 0) not in finished
+            fold = _Fold(_parse(fh.read()))
+            fold.entries()
+            open_runs = {(e.pid, e.started) for e in fold.found.values() if e.id in fold.pending}
+            keep: list[dict[str, Any]] = []
+            for key, r in fold.keyed:
+                if r.get("op") == "revoked" or (key in fold.done and key not in open_runs):
+                    continue
+                keep.append({**r, "started": key[1]} if r.get("pid") is not None else r)
+            kept_ids = {_record_id(r) for r in keep} - {None}
+            keep += [
+                r for _, r in fold.keyed if r.get("op") == "revoked" and _record_id(r) in kept_ids
             ]
-            kept_ids = {str(r.get("lease_id")) for r in keep if r.get("op") == "lease"}
-            kept_ids |= {f"accessor:{r.get('accessor')}" for r in keep if r.get("op") == "token"}
-            keep = [r for r in keep if r.get("op") != "revoked" or str(r.get("id")) in kept_ids]
             fh.seek(0)
             fh.truncate()
             fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def _parse(text: str) -> list[dict[str, Any]]:
+    out = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                out.append(record)
+    return out
+
+
+class Recorder:
+    """The one writer of a process's ledger records: its run, leases and child tokens (once
+    each), and how it ended. Used by ``leaseline run``, ``render`` and ``agent``."""
+
+    def __init__(self, ledger: Ledger, resolver: Any, cmd: str, **extra: Any) -> None:
+        self.ledger = ledger
+        self.resolver = resolver
+        self.cmd = cmd
+        self.extra = extra
+        self._seen: set[str] = set()
+
+    @property
+    def started(self) -> bool:
+        """The run record was written."""
+        return "run" in self._seen
+
+    def record(self, stores: Iterable[str], **run: Any) -> None:
+        """Write the run (first call; ``run`` adds fields such as ``child_pid``, ``dir``,
+        ``files``) and every lease and child token not written yet; fsync'd."""
+        now = time.time()
+        pid, started = identity()
+        records: list[dict[str, Any]] = []
+        if "run" not in self._seen:
+            self._seen.add("run")
+            records.append(
+                {
+                    "op": "run",
+                    "pid": pid,
+                    "started": started,
+                    "child_pid": None,
+                    "cmd": self.cmd,
+                    "dir": None,
+                    "files": [],
+                    "time": now,
+                    **self.extra,
+                    **run,
+                }
+            )
+        for key, lease in self.resolver.leases():
+            if lease.id in self._seen:
+                continue
+            self._seen.add(lease.id)
+            records.append(
+                {
+                    "op": "lease",
+                    "pid": pid,
+                    "started": started,
+                    "store": self.resolver.parse(key).store,
+                    "ref": key,
+                    "lease_id": lease.id,
+                    "expires_at": lease.max_expires_at or lease.expires_at,
+                    "time": now,
+                }
+            )
+        for store in sorted(set(stores)):
+            backend = self.resolver.backend(store)
+            accessor = getattr(backend, "child_token_accessor", None)
+            if accessor and f"accessor:{accessor}" not in self._seen:
+                self._seen.add(f"accessor:{accessor}")
+                records.append(
+                    {
+                        "op": "token",
+                        "pid": pid,
+                        "started": started,
+                        "store": store,
+                        "accessor": accessor,
+                        "addr": getattr(getattr(backend, "config", None), "addr", None),
+                        "time": now,
+                    }
+                )
+        self.ledger.append(*records)
+
+    def done(self) -> None:
+        """The run ended: its entries are revoked, except those recorded pending."""
+        if "run" in self._seen:
+            pid, started = identity()
+            self.ledger.append({"op": "done", "pid": pid, "started": started, "time": time.time()})

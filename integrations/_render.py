@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ __all__ = [
     "Renderer",
     "Template",
     "atomic_write",
+    "make_private_dirs",
     "parse_template",
 ]
 
@@ -147,11 +147,15 @@ class Output:
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so a reader sees the old file or the new one, never a mix.
 
-    The temporary file is created in the same directory (``os.replace`` is atomic only within
-    one file system) with ``mode`` from the start, fsync'd, renamed, and the directory fsync'd.
+    The one writer of secret files (``render``, ``agent``, ``run --file``). The temporary file
+    gets an unpredictable name in the same directory (``os.replace`` is atomic only within one
+    file system) and is created with ``O_EXCL | O_NOFOLLOW`` (a file or symlink planted there
+    is never written through) and ``mode`` from the start (``fchmod``: the umask neither
+    narrows nor widens it), fsync'd, renamed, and the directory fsync'd. Missing parent
+    directories are created 0700.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    make_private_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         try:
@@ -173,6 +177,21 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents with mode 0700 (whatever the umask)."""
+    missing = []
+    for d in (directory, *directory.parents):
+        if d.exists():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs, leave its mode alone
+        os.chmod(d, 0o700)
 
 
 class Renderer:
@@ -230,72 +249,6 @@ class Renderer:
                 out.digest = digest
                 written.append(out.dest)
         return written
-
-
-class LedgerRecorder:
-    """Writes this process's run, leases and child tokens to the lease ledger, once each."""
-
-    def __init__(self, ledger: Any, resolver: Any, cmd: str, **extra: Any) -> None:
-        self.ledger = ledger
-        self.resolver = resolver
-        self.cmd = cmd
-        self.extra = extra
-        self._seen: set[str] = set()
-
-    def record(self, stores: Iterable[str]) -> None:
-        from ._ledger import process_start
-
-        now, pid = time.time(), os.getpid()
-        records: list[dict[str, Any]] = []
-        if "run" not in self._seen:
-            self._seen.add("run")
-            records.append(
-                {
-                    "op": "run",
-                    "pid": pid,
-                    "started": process_start(pid),
-                    "child_pid": None,
-                    "cmd": self.cmd,
-                    "dir": None,
-                    "time": now,
-                    **self.extra,
-                }
-            )
-        for key, lease in self.resolver.leases():
-            if lease.id in self._seen:
-                continue
-            self._seen.add(lease.id)
-            records.append(
-                {
-                    "op": "lease",
-                    "pid": pid,
-                    "store": self.resolver.parse(key).store,
-                    "ref": key,
-                    "lease_id": lease.id,
-                    "expires_at": lease.max_expires_at or lease.expires_at,
-                    "time": now,
-                }
-            )
-        for store in sorted(set(stores)):
-            backend = self.resolver.backend(store)
-            accessor = getattr(backend, "child_token_accessor", None)
-            if accessor and f"accessor:{accessor}" not in self._seen:
-                self._seen.add(f"accessor:{accessor}")
-                records.append(
-                    {
-                        "op": "token",
-                        "pid": pid,
-                        "store": store,
-                        "accessor": accessor,
-                        "addr": getattr(getattr(backend, "config", None), "addr", None),
-                        "time": now,
-                    }
-                )
-        self.ledger.append(*records)
-
-    def done(self) -> None:
-        if "run" in self._seen:
-            self.ledger.append({"op": "done", "pid": os.getpid(), "time": time.time()})
 
 
 def handover_config(config: Any) -> Any:

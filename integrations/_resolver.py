@@ -4,6 +4,12 @@ Thread-safe. A warm hit is a dict lookup and a clock read. Cold requests for one
 collapsed into one store read (single flight). Renewable leases are renewed at ~2/3 of their TTL
 by one timer thread; at ``max_ttl`` (or for non-renewable leases) a fresh credential is issued
 ahead of time and ``on_rotate`` callbacks fire. ``close()`` revokes every lease it holds.
+
+Ownership: a lease or token belongs to the process that took it. After ``fork`` the child serves
+the inherited cache read-only (no store request for it) and never renews or revokes what the
+parent holds; what the child takes itself (through stores it builds anew: its own HTTP
+connections, login and child token), it owns and revokes. A revocation that fails is logged
+with the fix and kept in the lease ledger as pending for ``leaseline leases revoke --orphaned``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import typing
@@ -34,6 +41,7 @@ from ._exceptions import (
     SecretNotFound,
     UnknownStore,
 )
+from ._ledger import Unrevoked
 from ._refs import SecretRef, parse
 from ._registry import backend_class, known_types
 from ._renewal import Scheduler, renewal_time, renewal_window
@@ -113,6 +121,13 @@ class Resolver:
         self._scheduler = Scheduler(clock)
         self._executor: Any = None  # a ThreadPoolExecutor, made on first background refresh
         self._closed = False
+        self._pid = os.getpid()  # the process that owns what this resolver takes
+        self._built: set[str] = set()  # stores built from config (rebuilt after a fork)
+        self._owned_stores: set[str] = set(self._backends)  # closed by close()
+        self._inherited: set[str] = set()  # lease ids the parent holds: never ours to end
+        self._parked: list[Backend] = []  # the parent's store objects, kept alive, never used
+        #: leases and tokens whose revocation failed (also in the ledger, as pending)
+        self.unrevoked: list[Unrevoked] = []
         #: store requests made, per reference key (tests and benchmarks read this)
         self.requests: Counter[str] = Counter()
         self._auditor: Auditor | NullAuditor = NullAuditor()
@@ -197,6 +212,8 @@ class Resolver:
             )
             backend = typing.cast(Backend, cls(store, table, context))
             self._backends[store] = backend
+            self._built.add(store)
+            self._owned_stores.add(store)
             return backend
 
     # -- parsing --------------------------------------------------------------------------------
@@ -273,7 +290,8 @@ class Resolver:
         with self._lock:
             entry = self._cache.pop(parsed.key, None)
             self._misses.pop(parsed.key, None)
-            if entry is not None and entry.secret.lease and entry.secret.lease.id:
+            if entry is not None and self._owns(entry.secret.lease):
+                assert entry.secret.lease is not None
                 self._scheduler.cancel(("renew", parsed.key))
                 self._retired.append((parsed.store, parsed.key, entry.secret.lease))
 
@@ -547,7 +565,7 @@ class Resolver:
 
     def _rotated(self, ref: SecretRef, old: _Entry, new: _Entry) -> None:
         old_lease = old.secret.lease
-        if old_lease is not None and old_lease.id:
+        if old_lease is not None and old_lease.id and self._owns(old_lease):
             # The old credential stays valid until it ends on its own, so consumers can swap
             # connections; it is revoked then (or at close).
             with self._lock:
@@ -631,12 +649,27 @@ class Resolver:
             retired = [item for item in self._retired if item[1] == parsed.key]
             self._retired = [item for item in self._retired if item[1] != parsed.key]
         self._scheduler.cancel(("renew", parsed.key))
-        if entry is not None and entry.secret.lease is not None and entry.secret.lease.id:
+        if entry is not None and self._owns(entry.secret.lease):
+            assert entry.secret.lease is not None
             self._revoke(parsed.store, parsed.key, entry.secret.lease)
+        elif entry is not None:  # the parent's: keep serving it read-only
+            with self._lock:
+                self._cache.setdefault(parsed.key, entry)
         for store, key, lease in retired:
             self._revoke(store, key, lease)
 
-    def _revoke(self, store: str, key: str, lease: Lease) -> None:
+    def _owns(self, lease: Lease | None) -> bool:
+        """``lease`` is this process's to renew and revoke (not inherited through a fork)."""
+        return lease is not None and bool(lease.id) and lease.id not in self._inherited
+
+    def _revoke(self, store: str, key: str, lease: Lease, *, down: set[str] | None = None) -> bool:
+        """Revoke one lease; a failure is reported and kept as pending. ``down``: stores found
+        unreachable during this close (the rest of their leases go pending without waiting)."""
+        if down is not None and store in down:
+            self._failed(
+                Unrevoked("lease", store, key, lease.id, expires_at=lease.expires_at), None
+            )
+            return False
         backend = self.backend(store)
         started = time.monotonic()
         try:
@@ -647,7 +680,8 @@ class Resolver:
                 rng=self._rng,
             )
         except LeaselineError as exc:
-            log.warning("leaseline: could not revoke a lease of %s: %s", key, exc)
+            if down is not None and isinstance(exc, BackendUnavailable):
+                down.add(store)
             self._auditor.emit(
                 "lease_revoke",
                 ref=key,
@@ -656,7 +690,8 @@ class Resolver:
                 outcome="error",
                 error=type(exc).__name__,
             )
-            return
+            self._failed(Unrevoked("lease", store, key, lease.id, expires_at=lease.expires_at), exc)
+            return False
         self._auditor.emit(
             "lease_revoke",
             ref=key,
@@ -664,13 +699,40 @@ class Resolver:
             lease_id=lease.id,
             latency_ms=(time.monotonic() - started) * 1000,
         )
+        return True
+
+    def _failed(self, what: Unrevoked, exc: BaseException | None) -> None:
+        """Report a revocation that failed (with the fix) and keep it in the ledger as pending."""
+        from dataclasses import replace
+
+        from ._ledger import Ledger, default_path
+
+        reason = type(exc).__name__ if exc is not None else "store unavailable"
+        what = replace(what, error=reason)
+        self.unrevoked.append(what)
+        path = default_path(self._config.section("ledger"))
+        try:
+            Ledger(path).append(what.record())
+            kept = f"kept as pending in the lease ledger {path}"
+        except OSError as err:
+            kept = f"and it could not be written to the lease ledger {path} ({err.strerror})"
+        detail = f": {exc}" if exc is not None else " (unavailable earlier in this close)"
+        log.warning(
+            "leaseline: could not revoke %s in store %s%s; it stays valid until it expires, %s. "
+            "Fix: once the store is reachable (unsealed), run `leaseline leases revoke --orphaned`",
+            what.describe(),
+            what.store,
+            detail,
+            kept,
+        )
 
     def leases(self) -> list[tuple[str, Lease]]:
-        """Every live lease this resolver holds, as (reference, lease)."""
+        """Every live lease this process holds through this resolver, as (reference, lease);
+        leases inherited from the parent process through a fork are not listed."""
         with self._lock:
             held = [(k, e.secret.lease) for k, e in self._cache.items() if e.secret.lease]
             held += [(k, lease) for _, k, lease in self._retired]
-        return [(k, lease) for k, lease in held if lease is not None and lease.id]
+        return [(k, lease) for k, lease in held if self._owns(lease)]
 
     def detach(self) -> list[tuple[str, Lease]]:
         """Hand every lease over to someone else (a sidecar, a later cleanup): stop renewing,
@@ -689,7 +751,12 @@ class Resolver:
         return held
 
     def close(self) -> None:
-        """Revoke every lease and per-task token this resolver holds; idempotent."""
+        """Revoke every lease and per-task token this process holds through this resolver;
+        idempotent. In a forked child, what the parent holds is left alone.
+
+        A revocation that fails is logged with the fix, listed in :attr:`unrevoked` and kept in
+        the lease ledger as pending (``leaseline leases revoke --orphaned`` retries it).
+        """
         with self._lock:
             if self._closed:
                 return
@@ -699,21 +766,51 @@ class Resolver:
             self._cache.clear()
             self._retired.clear()
         self._scheduler.close()
-        if self._executor is not None:
+        if self._executor is not None and self._pid == os.getpid():
             self._executor.shutdown(wait=False, cancel_futures=True)
+        down: set[str] = set()
         for entry in entries:
-            lease = entry.secret.lease
-            if lease is not None and lease.id:
-                self._revoke(entry.ref.store, entry.ref.key, lease)
+            if self._owns(entry.secret.lease):
+                assert entry.secret.lease is not None
+                self._revoke(entry.ref.store, entry.ref.key, entry.secret.lease, down=down)
         for store, key, lease in retired:
-            self._revoke(store, key, lease)
+            if self._owns(lease):
+                self._revoke(store, key, lease, down=down)
         for name, backend in list(self._backends.items()):
+            if name not in self._owned_stores:
+                continue  # the parent's (passed in before a fork): not ours to close
+            accessor = getattr(backend, "child_token_accessor", None)
             try:
                 backend.close()
+            except LeaselineError as exc:
+                if not accessor:
+                    log.warning("leaseline: closing store %s failed: %s", name, exc)
+                    continue
+                addr = getattr(getattr(backend, "config", None), "addr", None)
+                self._failed(Unrevoked("token", name, accessor=accessor, addr=addr), exc)
             except Exception as exc:
                 log.warning("leaseline: closing store %s failed: %s", name, type(exc).__name__)
         self._auditor.close()
         _live.discard(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: what the parent holds is served read-only, never ended here."""
+        self._lock = threading.RLock()  # another thread may have held it at the fork
+        self._flights = {}  # the parent's in-flight reads never finish here
+        self._executor = None  # its threads did not survive the fork
+        self._scheduler = Scheduler(self._clock)  # the parent renews its own leases
+        self._inherited |= {lease.id for _, lease in self.leases() if lease.id}
+        self._retired = []
+        # Stores built from config hold the parent's token, child token and HTTP connections:
+        # build them again on first use, so what the child reads is under its own. Stores passed
+        # in as objects are kept (they cannot be rebuilt) but not closed by the child.
+        self._parked += [b for n, b in self._backends.items() if n in self._built]
+        self._backends = {n: b for n, b in self._backends.items() if n not in self._built}
+        self._built = set()
+        self._owned_stores = set()
+        self._pid = os.getpid()
+        self.unrevoked = []
+        _exit_hook_for_forked_workers()
 
 
 class LeaseHandle:
@@ -747,47 +844,114 @@ class LeaseHandle:
 # -- process lifetime ---------------------------------------------------------------------------
 
 _live: weakref.WeakSet[Resolver] = weakref.WeakSet()
+#: signals that end the process and so revoke first: SIGTERM (docker stop, Pool.terminate,
+#: Airflow's supervisor) and SIGHUP (terminal closed, ssh dropped). SIGINT raises
+#: KeyboardInterrupt, which unwinds ``with`` blocks and ends in the atexit close.
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+_closing: tuple[int, int] | None = None  # (pid, thread) of a close_all in progress
+_closed_event = threading.Event()
+_deferred: list[Callable[[], None]] = []  # signals that came in during it, acted on after
 
 
 def close_all() -> None:
-    """Close every live resolver (at exit and on SIGTERM)."""
-    for resolver in list(_live):
-        try:
-            resolver.close()
-        except Exception:  # at exit, one failure must not stop the others
-            log.exception("leaseline: closing a resolver failed")
+    """Close every live resolver (at exit, on SIGTERM and SIGHUP)."""
+    global _closing
+    outer = _closing is None or _closing[0] != os.getpid()
+    if outer:
+        _closing = (os.getpid(), threading.get_ident())
+        _closed_event.clear()
+    try:
+        for resolver in list(_live):
+            try:
+                resolver.close()
+            except Exception:  # at exit, one failure must not stop the others
+                log.exception("leaseline: closing a resolver failed")
+    finally:
+        if outer:
+            _closing = None
+            _closed_event.set()
+            while _deferred:
+                _deferred.pop(0)()
 
 
 atexit.register(close_all)
 
 
+def _after_fork() -> None:
+    for resolver in list(_live):
+        resolver._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+_exit_hooked: int | None = None
+
+
+def _exit_hook_for_forked_workers() -> None:
+    """multiprocessing ends its forked workers with ``os._exit`` (no atexit): close through its
+    own exit finalizers too, so a worker's own leases are revoked when it ends normally."""
+    global _exit_hooked
+    if _exit_hooked == os.getpid():
+        return
+    _exit_hooked = os.getpid()
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+
+    def register() -> None:
+        util.Finalize(None, close_all, exitpriority=100)
+
+    register()  # a plain os.fork() child, or one already past the worker's bootstrap
+    # a multiprocessing worker clears the finalizers after the fork: register again after that
+    util.register_after_fork(_exit_hook_for_forked_workers, lambda _: register())
+
+
 def _install_sigterm_handler() -> None:
-    """On SIGTERM, revoke everything, then do what the previous handler would have done.
+    """On SIGTERM and SIGHUP, revoke everything, then do what the previous handler would have done.
 
     Idempotent while ours is the installed handler; call it again after a framework replaced the
-    handler (Airflow's task runner does) to put ours back in front of theirs.
+    handler (Airflow's task runner does) to put ours back in front of theirs. A SIGHUP that is
+    ignored (``nohup``) stays ignored: the process lives on, and so do its leases.
     """
     if threading.current_thread() is not threading.main_thread():
         return
+    for signum in ENDING_SIGNALS:
+        _install_handler(signum)
+
+
+def _install_handler(signum: int) -> None:
     try:
-        previous = signal.getsignal(signal.SIGTERM)
+        previous = signal.getsignal(signum)
     except ValueError:
         return
     if getattr(previous, "_leaseline", False):
         return
+    if signum != signal.SIGTERM and previous == signal.SIG_IGN:
+        return
 
-    def handler(signum: int, frame: Any) -> None:
-        close_all()
+    def then(signum: int, frame: Any) -> None:
         if callable(previous):
             previous(signum, frame)
-        elif previous == signal.SIG_IGN:
-            return
-        else:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def handler(signum: int, frame: Any) -> None:
+        closing = _closing
+        if closing is not None and closing[0] == os.getpid():
+            if closing[1] == threading.get_ident():
+                # interrupting a close in progress (a pool worker ending, atexit): let it
+                # finish revoking, then end as the signal says
+                _deferred.append(lambda: then(signum, frame))
+                return
+            _closed_event.wait(30)  # another thread is revoking: wait for it
+        close_all()
+        then(signum, frame)
 
     handler._leaseline = True  # type: ignore[attr-defined]
     try:
-        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signum, handler)
     except ValueError:  # not the main thread of the main interpreter
         return

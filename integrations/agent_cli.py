@@ -71,12 +71,13 @@ class Agent:
         notify: tuple[Notify, ...] = (),
         interval: float = 1.0,
     ) -> None:
-        from ._render import LedgerRecorder, Renderer
+        from ._ledger import Recorder
+        from ._render import Renderer
 
         self.resolver = resolver
         self.renderer = Renderer(resolver, outputs)
         self.ledger = ledger
-        self.recorder = LedgerRecorder(ledger, resolver, "agent")
+        self.recorder = Recorder(ledger, resolver, "agent")
         self.notify = notify
         self.interval = interval
         self.wake = threading.Event()
@@ -102,7 +103,10 @@ class Agent:
         """Leases of these references that a finished ``leaseline render`` handed over: ours now,
         revoked when the agent stops (they are not renewed: they end at their own TTL)."""
         keys = set(self.renderer.keys)
-        now, pid = time.time(), os.getpid()
+        from ._ledger import identity
+
+        now = time.time()
+        pid, started = identity()
         for entry in self.ledger.entries():
             if entry.kind != "lease" or entry.ref not in keys or entry.alive():
                 continue
@@ -115,6 +119,7 @@ class Agent:
                     {
                         "op": "lease",
                         "pid": pid,
+                        "started": started,
                         "store": e.store,
                         "ref": e.ref,
                         "lease_id": e.lease_id,
@@ -154,15 +159,19 @@ class Agent:
         self.stopping.set()
         self.wake.set()
 
-    def close(self) -> None:
-        """Revoke every lease: ours (through the resolver) and the adopted ones."""
+    def close(self) -> list[Any]:
+        """Revoke every lease: ours (through the resolver) and the adopted ones. Returns what
+        could not be revoked (kept in the ledger as pending)."""
         from ._exceptions import LeaselineError
+        from ._ledger import Unrevoked
         from ._secret import Lease
 
+        unrevoked: list[Any] = []
         try:
             self.stack.close()
             self.resolver.close()
         finally:
+            unrevoked += self.resolver.unrevoked
             for entry in self.adopted:
                 try:
                     lease = Lease(entry.lease_id, True, 0.0, 0.0, entry.expires_at or 0.0)
@@ -170,7 +179,18 @@ class Agent:
                     self.ledger.append({"op": "revoked", "id": entry.id, "time": time.time()})
                 except LeaselineError as exc:
                     _say(f"could not revoke an adopted lease of {entry.ref}: {exc}")
+                    failure = Unrevoked(
+                        "lease",
+                        entry.store,
+                        entry.ref,
+                        entry.lease_id,
+                        expires_at=entry.expires_at,
+                        error=type(exc).__name__,
+                    )
+                    self.ledger.append(failure.record())
+                    unrevoked.append(failure)
             self.recorder.done()
+        return unrevoked
 
 
 @click.command("agent")
@@ -209,7 +229,9 @@ def agent(
       - re-renders a file atomically when its content changes (rotation, new KV version), so a
         reader never sees a partial file, and signals the application if --signal is given;
       - takes over the leases a finished `leaseline render` handed over (init container);
-      - on SIGTERM or SIGINT revokes every lease (and its per-task Vault token) and exits 0.
+      - on SIGTERM, SIGINT or SIGHUP revokes every lease (and its per-task Vault token) and
+        exits 0; a lease or token it could not revoke (store down, sealed) is kept as pending in
+        the lease ledger for `leaseline leases revoke --orphaned`, and the exit status says so.
 
     \b
     Examples:
@@ -218,7 +240,8 @@ def agent(
 
     \b
     Exit codes: 0 stopped by a signal (everything revoked), 2 usage/config error,
-    3 not found, 4 denied, 5 store unavailable (at start).
+    3 not found, 4 denied, 5 store unavailable (at start, or at stop: something could not be
+    revoked and is pending), 1 some other revocation failure.
     """
     opts = ctx.find_object(Options) or Options()
     outputs = build_outputs(files, templates, mode)
@@ -243,15 +266,20 @@ def agent(
     )
     previous = {
         s: signal.signal(s, lambda signum, frame: runner.stop())
-        for s in (signal.SIGTERM, signal.SIGINT)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
+    unrevoked: list[Any] = []
     try:
         runner.start()
         _say(f"rendered {len(outputs)} file(s); holding {len(resolver.leases())} lease(s)")
         runner.run()
     finally:
-        runner.close()
+        unrevoked = runner.close()
         for signum, handler in previous.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, handler)
+    if unrevoked:
+        from ._cli_leases import report_unrevoked
+
+        raise SystemExit(report_unrevoked("agent", unrevoked))
     _say(f"stopped; every lease revoked ({runner.rotations} rotation(s) served)")

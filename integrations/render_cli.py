@@ -78,8 +78,8 @@ def render_once(opts: Options, outputs: list[Any], *, quiet: bool = False) -> No
     """Render ``outputs`` once and hand every lease over (recorded in the ledger, not revoked)."""
     from ._ci import announce_masks
     from ._config import load_config
-    from ._ledger import Ledger, default_path
-    from ._render import LedgerRecorder, Renderer, detach, handover_config
+    from ._ledger import Ledger, Recorder, default_path
+    from ._render import Renderer, detach, handover_config
     from ._resolver import Resolver
 
     announce_masks()
@@ -88,7 +88,7 @@ def render_once(opts: Options, outputs: list[Any], *, quiet: bool = False) -> No
     try:
         renderer = Renderer(resolver, outputs)
         written = renderer.render(force=True)
-        recorder = LedgerRecorder(
+        recorder = Recorder(
             Ledger(default_path(config.section("ledger"))), resolver, "render", handover=True
         )
         recorder.record(p.store for p in renderer.parsed.values())

@@ -599,19 +599,23 @@ class VaultBackend:
         return [f"{path}/{key}" if path else str(key) for key in keys]
 
     def close(self) -> None:
+        """Revoke the per-task token (every lease under it goes too) and an owned login token.
+
+        Raises the :class:`LeaselineError` of a failed per-task token revocation (after closing
+        everything else), so the resolver can keep it as pending.
+        """
         self._scheduler.close()
         child, login = self._child, self._login_token
         self._child = None
         self._token = None
+        failed: LeaselineError | None = None
         if child:
             try:
                 self._request(
                     "POST", "auth/token/revoke-self", ref="auth/token/revoke-self", token=child
                 )
             except LeaselineError as exc:
-                log.warning(
-                    "leaseline: revoking the per-task token of store %s failed: %s", self.name, exc
-                )
+                failed = exc
         if login and self.config.auth.owns_token:
             try:
                 self._request(
@@ -621,6 +625,8 @@ class VaultBackend:
                 pass
         self._login_token = None
         self._http.close()
+        if failed is not None:
+            raise failed
 
 
 def _stringify(data: Mapping[str, Any]) -> dict[str, str]:

@@ -227,6 +227,30 @@ class OpenBao:
     def thaw(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
+    @property
+    def unseal_key(self) -> str:
+        """The dev server's unseal key (``bao server -dev`` prints it at start)."""
+        import re
+
+        found = re.search(r"Unseal Key: (\S+)", self.log_path.read_text(errors="replace"))
+        if found is None:
+            raise RuntimeError(f"no unseal key in {self.log_path}")
+        return found.group(1)
+
+    def sealed(self) -> bool:
+        return bool(self.client().sys.read_seal_status()["sealed"])
+
+    def seal(self) -> None:
+        """Seal the server: every request is refused with 503 until :meth:`unseal`. A shared
+        session server affects other tests: seal a separate instance, or unseal in a finally."""
+        self.client().sys.seal()
+
+    def unseal(self, timeout: float = 30) -> None:
+        """Unseal with the dev unseal key and wait until the server serves requests again."""
+        key = self.unseal_key
+        self.client().sys.submit_unseal_key(key=key)
+        wait_until(self._healthy, timeout=timeout, what="OpenBao unsealed", alive=self._dead)
+
     def stop(self) -> None:
         stop_process(self._proc)
         untrack(self)
