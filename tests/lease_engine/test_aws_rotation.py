@@ -41,12 +41,13 @@ def test_rotation_window_under_load(aws_env: MotoServer, canary: Any) -> None:
 
     errors: list[BaseException] = []
     calls = [0]
+    served: set[str] = set()  # keys callers got back
     stop = threading.Event()
 
     def reader() -> None:
         while not stop.is_set():
             try:
-                call_vendor()
+                served.add(call_vendor())
                 calls[0] += 1
             except BaseException as exc:  # any error reaching a caller fails the test
                 errors.append(exc)
@@ -63,6 +64,11 @@ def test_rotation_window_under_load(aws_env: MotoServer, canary: Any) -> None:
             with lock:
                 valid.clear()
                 valid.add(new)  # the old version is removed: every cached copy is now wrong
+            # the next rotation only once readers are through this one (a loaded machine must
+            # not fold two rotations into one re-read)
+            deadline = time.monotonic() + 20
+            while new not in served and time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(1.0)
     finally:
         stop.set()
