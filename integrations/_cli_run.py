@@ -231,12 +231,25 @@ class Session:
             _write_secret(self.file_paths[name], self.handles[ref].reveal())
 
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        env = dict(base)
-        for name, ref in self.plan.env.items():
-            env[name] = self.handles[ref].reveal()
+        """The child's environment: ``base`` without the credentials leaseline logged in with
+        (see ``child_environment``), then the values and file paths asked for."""
+        from . import masking
+        from ._cli_child import child_environment
+        from ._logins import credentials
+
+        explicit = {name: self.handles[ref].reveal() for name, ref in self.plan.env.items()}
         for name, path in self.file_paths.items():
             if not name.startswith("/"):
-                env[name] = str(path)
+                explicit[name] = str(path)
+        stores = {self.resolver.parse(ref).store for ref in self.handles}
+        env, removed = child_environment(
+            base,
+            store_types={self.resolver.backend(store).type for store in stores},
+            credentials=credentials(),
+            explicit=explicit,
+        )
+        for name in removed:  # a login variable of a store we used (AWS keys...): a credential
+            masking.masker().add(base[name])
         return env
 
     def record(self, child_pid: int, argv: list[str]) -> None:
@@ -580,7 +593,7 @@ def _supervise(
         if info.si_signo == signal.SIGWINCH:
             child.resized()
             continue
-        if not child.use_pty and info.si_code == SI_KERNEL:
+        if not child.own_session and info.si_code == SI_KERNEL:
             continue  # from our terminal: the child, in our process group, got it as well
         if info.si_signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             restarting = False  # the user wants it to end, not to come back

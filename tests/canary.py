@@ -184,10 +184,11 @@ class CanaryRegistry:
                 self._scanned[f] = len(data)
         return findings
 
-    def scan_environ(self, pid: int) -> tuple[list[Finding], set[str]]:
-        """Search the environment of the live process ``pid``, variable by variable.
-
-        Returns the findings and the names of the variables the process has."""
+    def scan_environ(
+        self, pid: int, expected: Iterable[str] = ()
+    ) -> tuple[list[Finding], set[str]]:
+        """Search the environment of the live process ``pid``, variable by variable, except the
+        ``expected`` ones. Returns the findings and the names of the variables it has."""
         try:
             data = Path(f"/proc/{pid}/environ").read_bytes()
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
@@ -195,11 +196,14 @@ class CanaryRegistry:
             raise AssertionError(f"cannot read the environment of process {pid}: {exc}") from None
         findings: list[Finding] = []
         names: set[str] = set()
+        skip = set(expected)
         for entry in data.split(b"\0"):
             name, _, value = entry.partition(b"=")
             if not name:
                 continue
             names.add(name.decode(errors="replace"))
+            if name.decode(errors="replace") in skip:
+                continue
             where = f"the environment of process {pid} ({comm}), variable {name.decode(errors='replace')}"
             findings += [Finding(c, form, where) for _, c, form in self._hits(value)]
         return findings, names
@@ -292,10 +296,11 @@ class CanaryFixture:
     def redact(self, text: str) -> str:
         return self._reg.redact(text)
 
-    def search_environ(self, pid: int) -> set[str]:
+    def search_environ(self, pid: int, *, expected: Iterable[str] = ()) -> set[str]:
         """Search the environment of the live process ``pid`` now (``/proc/PID/environ``); a
-        canary in it fails the test at the end of this phase. Returns the variables' names."""
-        findings, names = self._reg.scan_environ(pid)
+        canary in it fails the test at the end of this phase, except in the ``expected``
+        variables (the ones the test hands a value on purpose). Returns the variables' names."""
+        findings, names = self._reg.scan_environ(pid, expected)
         if self._item is not None:
             self._item.stash.setdefault(_PENDING_KEY, []).extend(findings)
         elif findings:

@@ -210,10 +210,9 @@ def test_leak_in_a_child_environment_fails(pytester: pytest.Pytester) -> None:
             assert "API_KEY" in names
 
         def test_clean_child(canary):
-            canary.new("leakprobe")
-            proc = child({"API_KEY_FILE": "/run/secrets/key"})
+            proc = child({"API_KEY_FILE": "/run/secrets/key", "HANDED_ON": canary.new("leakprobe")})
             try:
-                names = canary.search_environ(proc.pid)
+                names = canary.search_environ(proc.pid, expected={"HANDED_ON"})
             finally:
                 proc.communicate(b"")
             assert "API_KEY_FILE" in names and "API_KEY" not in names
