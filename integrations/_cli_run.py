@@ -419,8 +419,11 @@ def run(
     (or in files), and then:
       - keeps the leases renewed while COMMAND runs, and issues fresh credentials at max TTL;
       - masks every value in COMMAND's output, also base64, URL-encoded, JSON-escaped and hex
-        forms and values split across writes; on a pseudo-terminal when stdout is a terminal,
-        so colours, line buffering and isatty() behave as without leaseline;
+        forms and values split across writes; COMMAND runs in its own session, on its own
+        pseudo-terminal where ours is a terminal, so colours, line buffering and isatty()
+        behave as without leaseline and nothing reaches the terminal unmasked;
+      - keeps the credentials leaseline logged in with (VAULT_TOKEN, BAO_TOKEN, AWS keys of a
+        store it used, ...) out of COMMAND's environment; pass one on with --env NAME=env://NAME;
       - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (and window size changes);
       - when COMMAND ends, however it ends, revokes every lease and the per-run Vault token;
       - exits with COMMAND's exit code (128+N when COMMAND was killed by signal N).
