@@ -27,7 +27,7 @@ from tests.cli.conftest import (
     ledger_ids,
     put_kv,
 )
-from tests.servers import DatabaseEngine, OpenBao
+from tests.servers import DatabaseEngine, MotoServer, OpenBao
 from tests.servers.openbao import TEST_POLICY_NAME
 
 pytestmark = pytest.mark.integration
@@ -428,6 +428,35 @@ def test_login_token_from_a_file_is_masked(
         (home / ".vault-token").unlink()
     assert result.returncode == 0, result.stderr
     assert result.stdout == "t=***\n"
+
+
+def test_aws_keys_of_a_store_used_stay_out_unless_passed_on(
+    moto_server: MotoServer, cli_env: dict[str, str], canary: object, tmp_path: Path
+) -> None:
+    """leaseline read aws-sm:// with the AWS keys in its environment: the child gets them only
+    through --env NAME=env://NAME, and then masked."""
+    value = canary.new()  # type: ignore[attr-defined]
+    name = f"cli/aws-{os.urandom(3).hex()}"
+    moto_server.client("secretsmanager").create_secret(
+        Name=name, SecretString=json.dumps({"api_key": value})
+    )
+    env = {**cli_env, **moto_server.env()}
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "aws-config-absent")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "aws-credentials-absent")
+    show = 'echo "key=$K id=${AWS_ACCESS_KEY_ID-unset} secret=${AWS_SECRET_ACCESS_KEY-unset}"'
+    ref = f"aws-sm://{name}#api_key"
+    result = leaseline("run", "--env", f"K={ref}", "--", "sh", "-c", show, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "key=*** id=unset secret=unset\n"
+    passed = [
+        "--env",
+        "AWS_ACCESS_KEY_ID=env://AWS_ACCESS_KEY_ID",
+        "--env",
+        "AWS_SECRET_ACCESS_KEY=env://AWS_SECRET_ACCESS_KEY",
+    ]
+    result = leaseline("run", "--env", f"K={ref}", *passed, "--", "sh", "-c", show, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "key=*** id=*** secret=***\n"
 
 
 def under_terminal(

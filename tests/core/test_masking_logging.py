@@ -164,3 +164,25 @@ def test_uncaught_traceback_shows_no_value_in_locals(
     assert "IsADirectoryError" in result.stdout or "OSError" in result.stdout, result.stderr
     assert "atomic_write" in result.stdout
     assert value not in result.stdout
+
+
+def test_login_and_child_tokens_are_masked(openbao: OpenBao, canary: object) -> None:
+    """Every token leaseline holds is registered with the masker: the login token, and the
+    per-task child token it creates (read from the backend: it is never handed out)."""
+    from leaseline import masking
+
+    from tests.cli.test_run import canary_token
+
+    token = canary_token(openbao, canary)
+    path = f"masking/{os.urandom(3).hex()}"
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=path,
+        secret={"value": canary.new()},
+        mount_point="secret",  # type: ignore[attr-defined]
+    )
+    config = {"stores": {"vault": {"addr": openbao.addr, "token": token}}}
+    with Resolver(Config.from_mapping(config)) as resolver:
+        resolver.resolve(f"vault://secret/{path}#value")
+        child = resolver.backend("vault")._child  # type: ignore[attr-defined]
+        assert child and child != token
+        assert masking.masker().mask(f"login {token} child {child}") == "login *** child ***"
