@@ -9,7 +9,8 @@ terminal except through a masker. When any of our stdin/stdout/stderr is a termi
 gets its own pseudo-terminal on those fds, as its controlling terminal (``/dev/tty`` is that
 pty): colour, line buffering and ``isatty()`` survive, and what the child writes to it, echo
 included, is relayed masked to our terminal. Its other stdout/stderr are pipes; with no
-terminal at all, it has pipes and no controlling terminal. One relay thread per source masks
+terminal at all, it has pipes and no controlling terminal. A terminal on our stdin while we run
+in the background is left alone: the child's stdin is then ``/dev/null``. One relay thread per source masks
 it on its way to our own fd (:mod:`leaseline._relay`). The pty's line discipline turns ``\n``
 into ``\r\n`` (ONLCR), so its relay also masks every form with ``\r\n`` line ends. Our
 terminal is put in raw mode and keystrokes are relayed, so Ctrl-C reaches the child through
@@ -108,6 +109,22 @@ def _copy_winsize(src: int, dst: int) -> None:
         fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
 
 
+def _terminals() -> tuple[list[int], bool]:
+    """Which of our fds 0, 1, 2 are terminals the child's pty stands in for, and whether our
+    stdin is a terminal we must not touch: we run in the background (``cmd &``), where raw
+    mode or a read would stop us with SIGTTOU/SIGTTIN."""
+    ttys = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+    if 0 in ttys:
+        try:
+            foreground = os.tcgetpgrp(0) == os.getpgrp()
+        except OSError:  # not our controlling terminal: no job control stops us
+            foreground = True
+        if not foreground:
+            ttys.remove(0)
+            return ttys, True
+    return ttys, False
+
+
 def _winsize_source(ttys: list[int]) -> int:
     """Our terminal whose size the child's pty takes: stdout's, else stderr's, else stdin's."""
     return next((fd for fd in (1, 2, 0) if fd in ttys), ttys[0])
@@ -127,7 +144,7 @@ class Child:
         self.argv = list(argv)
         self.env = dict(env)
         self.mask = mask
-        any_tty = any(os.isatty(fd) for fd in (0, 1, 2))
+        any_tty = bool(_terminals()[0])
         self.use_pty = mask and any_tty if use_pty is None else use_pty and mask
         #: a new session: signals from our terminal (Ctrl-C) do not reach the child by themselves
         self.own_session = mask
@@ -143,7 +160,10 @@ class Child:
         actions: list[tuple[object, ...]] = []
         to_close: list[int] = []
         reads: list[tuple[int, int, StreamMasker | None]] = []  # (read fd, our fd, masker)
-        ttys = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+        ttys, background_stdin = _terminals()
+        if self.mask and background_stdin:
+            # never the user's terminal as a plain fd: the child could write values to it
+            actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
         if self.mask and self.use_pty and ttys:
             master, slave = os.openpty()
             self._master = master
@@ -225,7 +245,7 @@ class Child:
     def resized(self) -> None:
         """Our terminal changed size: pass it on (the kernel then sends SIGWINCH to the child)."""
         if self._master is not None:
-            ttys = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+            ttys = _terminals()[0]
             if ttys:
                 _copy_winsize(_winsize_source(ttys), self._master)
 

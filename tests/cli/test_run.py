@@ -532,6 +532,24 @@ def test_child_cannot_write_to_the_users_terminal(
         assert "/dev/tty" in output
 
 
+def test_in_the_background_the_child_gets_no_terminal_fd(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object, tmp_path: Path
+) -> None:
+    """``leaseline run ... > log 2>&1 &`` from an interactive shell: our stdin is the user's
+    terminal, which a background job must not touch (raw mode would stop it with SIGTTOU) and
+    the child must not get (``echo $K >&0`` writes to the screen): its stdin is /dev/null."""
+    ref, value = kv_secret(openbao, canary, "bg")
+    log = tmp_path / "out.log"
+    child = shlex.quote('echo "tty: $K" >&0; echo "end"')
+    code, screen = under_terminal(
+        f"set -m; {RUN} --env K={ref} -- sh -c {child} > {log} 2>&1 & wait $!", cli_env
+    )
+    output = log.read_text()
+    assert code == 0, output
+    assert value.encode() not in screen and value not in output
+    assert "end" in output and b"tty:" not in screen
+
+
 def test_ctrl_c_reaches_a_child_in_its_own_session(cli_env: dict[str, str], tmp_path: Path) -> None:
     """The child has a session of its own, so the terminal's SIGINT reaches leaseline alone:
     leaseline passes it on (no pty here: every fd redirected)."""
