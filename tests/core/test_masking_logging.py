@@ -186,3 +186,22 @@ def test_login_and_child_tokens_are_masked(openbao: OpenBao, canary: object) -> 
         child = resolver.backend("vault")._child  # type: ignore[attr-defined]
         assert child and child != token
         assert masking.masker().mask(f"login {token} child {child}") == "login *** child ***"
+
+
+def test_masking_filter_masks_extra_fields_of_handlers_you_attach_it_to() -> None:
+    from leaseline.masking import Masker, MaskingFilter
+
+    m = Masker()
+    value = "s3cr3t-" + os.urandom(8).hex()
+    m.add(value)
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "login %s", (value,), None)
+    record.password = value
+    record.ctx = {"dsn": f"pg://u:{value}@db"}
+    record.user = "alice"
+    assert MaskingFilter(m).filter(record)
+    assert (record.getMessage(), record.password, record.ctx, record.user) == (
+        "login ***",
+        "***",
+        {"dsn": "pg://u:***@db"},
+        "alice",
+    )
