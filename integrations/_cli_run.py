@@ -223,12 +223,25 @@ class Session:
             atomic_write(self.file_paths[name], self.handles[ref].reveal().encode(), 0o600)
 
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        env = dict(base)
-        for name, ref in self.plan.env.items():
-            env[name] = self.handles[ref].reveal()
+        """The child's environment: ``base`` without the credentials leaseline logged in with
+        (see ``child_environment``), then the values and file paths asked for."""
+        from . import masking
+        from ._cli_child import child_environment
+        from ._logins import credentials
+
+        explicit = {name: self.handles[ref].reveal() for name, ref in self.plan.env.items()}
         for name, path in self.file_paths.items():
             if not name.startswith("/"):
-                env[name] = str(path)
+                explicit[name] = str(path)
+        stores = {self.resolver.parse(ref).store for ref in self.handles}
+        env, removed = child_environment(
+            base,
+            store_types={self.resolver.backend(store).type for store in stores},
+            credentials=credentials(),
+            explicit=explicit,
+        )
+        for name in removed:  # a login variable of a store we used (AWS keys...): a credential
+            masking.masker().add(base[name])
         return env
 
     def record(self, child_pid: int, argv: list[str]) -> None:
@@ -358,8 +371,11 @@ def run(
     (or in files), and then:
       - keeps the leases renewed while COMMAND runs, and issues fresh credentials at max TTL;
       - masks every value in COMMAND's output, also base64, URL-encoded, JSON-escaped and hex
-        forms and values split across writes; on a pseudo-terminal when stdout is a terminal,
-        so colours, line buffering and isatty() behave as without leaseline;
+        forms and values split across writes; COMMAND runs in its own session, on its own
+        pseudo-terminal where ours is a terminal, so colours, line buffering and isatty()
+        behave as without leaseline and nothing reaches the terminal unmasked;
+      - keeps the credentials leaseline logged in with (VAULT_TOKEN, BAO_TOKEN, AWS keys of a
+        store it used, ...) out of COMMAND's environment; pass one on with --env NAME=env://NAME;
       - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (and window size changes);
       - when COMMAND ends, however it ends, revokes every lease and the per-run Vault token;
       - exits with COMMAND's exit code (128+N when COMMAND was killed by signal N).
@@ -541,7 +557,7 @@ def _supervise(
         if info.si_signo == signal.SIGWINCH:
             child.resized()
             continue
-        if not child.use_pty and info.si_code == SI_KERNEL:
+        if not child.own_session and info.si_code == SI_KERNEL:
             continue  # from our terminal: the child, in our process group, got it as well
         if info.si_signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             restarting = False  # the user wants it to end, not to come back

@@ -4,7 +4,12 @@ One :class:`Masker` per process (:func:`masker`). The resolver registers each va
 returns it. :func:`install_logging` makes Python logging mask records from *every* logger: a
 record factory rewrites message, arguments and exception text when the record is created, so no
 handler or child logger is missed (a filter on the root logger alone would not see records that
-propagate from child loggers).
+propagate from child loggers); ``Logger.makeRecord`` masks the ``extra=`` fields it adds after
+the factory ran (a JSON formatter prints them). It also masks warnings as they are shown
+(``warnings.formatwarning``, which the default display and ``logging.captureWarnings`` both
+use), and clears the locals of leaseline's own frames that hold a value from tracebacks that are
+logged or reach ``sys.excepthook``/``threading.excepthook`` (:func:`scrub_traceback`: Sentry,
+``--showlocals`` and rich print frame locals).
 """
 
 from __future__ import annotations
@@ -14,12 +19,23 @@ import binascii
 import json
 import logging
 import re
+import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-__all__ = ["MASK", "Masker", "MaskingFilter", "encoded_forms", "install_logging", "masker"]
+__all__ = [
+    "MASK",
+    "Masker",
+    "MaskingFilter",
+    "encoded_forms",
+    "install_logging",
+    "masker",
+    "scrub_traceback",
+]
 
 MASK = "***"
 #: values shorter than this are not masked: masking "1" or "on" would shred every line.
@@ -188,6 +204,48 @@ def masker() -> Masker:
     return _masker
 
 
+#: what every ``LogRecord`` has; anything else came from ``extra=`` or a filter
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def _masked(value: object, m: Masker, depth: int = 0) -> object:
+    """``value`` with every secret masked: strings, and strings inside dicts, lists and
+    tuples; any other object whose ``repr`` shows a secret becomes that ``repr``, masked."""
+    if isinstance(value, str):
+        return m.mask(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth < 8:
+        if isinstance(value, dict):
+            return {_masked(k, m, depth + 1): _masked(v, m, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            items = [_masked(v, m, depth + 1) for v in value]
+            return items if isinstance(value, list) else tuple(items)
+    try:
+        text = repr(value)
+    except Exception:
+        return value
+    return m.mask(text) if m.contains_secret(text) else value
+
+
+def _mask_extra(record: logging.LogRecord, names: Iterable[str], m: Masker) -> None:
+    for name in names:
+        if name in _RECORD_ATTRS:
+            continue
+        value = record.__dict__.get(name)
+        masked = _masked(value, m)
+        try:
+            changed = masked is not value and masked != value
+        except Exception:  # an odd __eq__: keep the masked copy
+            changed = True
+        if changed:
+            record.__dict__[name] = masked
+
+
 def _mask_record(record: logging.LogRecord, m: Masker) -> None:
     if not m.active:
         return
@@ -197,6 +255,8 @@ def _mask_record(record: logging.LogRecord, m: Masker) -> None:
         message = str(record.msg)
     record.msg = m.mask(message)
     record.args = None
+    if record.exc_info and record.exc_info[1] is not None:
+        _scrub_exception(record.exc_info[1], m)
     if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
@@ -213,6 +273,45 @@ def _mask_record(record: logging.LogRecord, m: Masker) -> None:
         record.stack_info = m.mask(record.stack_info)
 
 
+def _holds_secret(value: object, m: Masker) -> bool:
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:
+        return False
+    return m.contains_secret(text)
+
+
+def scrub_traceback(tb: TracebackType | None, m: Masker | None = None) -> None:
+    """Clear the locals of leaseline's own frames in ``tb`` that hold a registered value, so a
+    traceback formatter that prints locals (pytest ``--showlocals``, Sentry, rich) shows none
+    of them. Frames still running (the one handling the exception) are left alone."""
+    target = m or _masker
+    if tb is None or not target.active:
+        return
+    # the first frame is where the exception was caught: it may still run (or be a suspended
+    # generator, which clear() would close); every later one was left by the exception
+    tb = tb.tb_next
+    while tb is not None:
+        frame = tb.tb_frame
+        module = frame.f_globals.get("__name__", "")
+        if (module == "leaseline" or module.startswith("leaseline.")) and any(
+            _holds_secret(v, target) for v in frame.f_locals.values()
+        ):
+            try:
+                frame.clear()
+            except RuntimeError:  # still executing
+                pass
+        tb = tb.tb_next
+
+
+def _scrub_exception(exc: BaseException | None, m: Masker) -> None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # the chain a traceback shows
+        seen.add(id(exc))
+        scrub_traceback(exc.__traceback__, m)
+        exc = exc.__cause__ or exc.__context__
+
+
 class MaskingFilter(logging.Filter):
     """A logging filter that masks records; attach it to handlers you create yourself."""
 
@@ -222,6 +321,8 @@ class MaskingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         _mask_record(record, self._masker)
+        if self._masker.active:
+            _mask_extra(record, list(record.__dict__), self._masker)
         return True
 
 
@@ -230,7 +331,8 @@ _install_lock = threading.Lock()
 
 
 def install_logging(m: Masker | None = None) -> None:
-    """Mask every log record created in this process from now on (idempotent)."""
+    """Mask every log record created in this process from now on, their ``extra`` fields and
+    every warning shown; scrub leaseline's frames from tracebacks (idempotent)."""
     global _installed
     target = m or _masker
     with _install_lock:
@@ -244,4 +346,56 @@ def install_logging(m: Masker | None = None) -> None:
             return record
 
         logging.setLogRecordFactory(factory)
+        _install_extra(target)
+        _install_warnings(target)
+        _install_excepthooks(target)
         _installed = True
+
+
+def _install_extra(target: Masker) -> None:
+    """``extra=`` fields are set on the record after the factory made it: mask them there."""
+    make_record = logging.Logger.makeRecord
+
+    def masked_make_record(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(self, *args, **kwargs)
+        extra = kwargs.get("extra", args[8] if len(args) > 8 else None)
+        if extra and target.active:
+            _mask_extra(record, list(extra), target)
+        return record
+
+    logging.Logger.makeRecord = masked_make_record  # type: ignore[method-assign]
+
+
+def _install_warnings(target: Masker) -> None:
+    """Every display of a warning formats it with ``warnings.formatwarning``: mask its text."""
+    formatwarning = warnings.formatwarning
+
+    def masked_formatwarning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: str | None = None,
+    ) -> str:
+        return target.mask(formatwarning(message, category, filename, lineno, line))
+
+    warnings.formatwarning = masked_formatwarning
+
+
+def _install_excepthooks(target: Masker) -> None:
+    """An uncaught exception's frames are scrubbed before any hook (Sentry's...) reads them."""
+    excepthook = sys.excepthook
+    thread_hook = threading.excepthook
+
+    def masked_excepthook(
+        kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        _scrub_exception(exc, target)
+        excepthook(kind, exc, tb)
+
+    def masked_thread_hook(args: threading.ExceptHookArgs) -> None:
+        _scrub_exception(args.exc_value, target)
+        thread_hook(args)
+
+    sys.excepthook = masked_excepthook
+    threading.excepthook = masked_thread_hook

@@ -10,22 +10,29 @@ is searched for, raw and encoded (base64 at every alignment, URL-safe base64, he
 - the failure text (``longrepr``),
 - the test's ``tmp_path``/``tmpdir`` tree, if it used one,
 - every path added with ``canary.watch(path)`` (files or directories; scanned incrementally, so a
-  leak is reported once, by the test during which it was written).
+  leak is reported once, by the test during which it was written),
+- the ``extra`` fields of every log record that reached the root logger during the test (the
+  attributes a ``LogRecord`` does not have by itself, as a JSON formatter would print them),
+- the environment of a live process, when the test calls ``canary.search_environ(pid)`` (e.g. the
+  child of ``leaseline run``: ``/proc/PID/environ`` is read at that moment, while it runs).
 
 A hit fails the test with a message naming where the canary was found, never the value; the
 report's captured sections and failure text are redacted so the terminal does not show it either.
-Not covered: output that bypasses capture (``-s``, ``--capture=no``, live logging to the terminal).
+Not covered: output that bypasses capture (``-s``, ``--capture=no``, live logging to the terminal),
+records of loggers that do not propagate to the root logger.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import os
 import re
 import secrets
 import threading
 import urllib.parse
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +184,64 @@ class CanaryRegistry:
                 self._scanned[f] = len(data)
         return findings
 
+    def scan_environ(
+        self, pid: int, expected: Iterable[str] = ()
+    ) -> tuple[list[Finding], set[str]]:
+        """Search the environment of the live process ``pid``, variable by variable, except the
+        ``expected`` ones. Returns the findings and the names of the variables it has."""
+        try:
+            data = Path(f"/proc/{pid}/environ").read_bytes()
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError as exc:
+            raise AssertionError(f"cannot read the environment of process {pid}: {exc}") from None
+        findings: list[Finding] = []
+        names: set[str] = set()
+        skip = set(expected)
+        for entry in data.split(b"\0"):
+            name, _, value = entry.partition(b"=")
+            if not name:
+                continue
+            names.add(name.decode(errors="replace"))
+            if name.decode(errors="replace") in skip:
+                continue
+            where = f"the environment of process {pid} ({comm}), variable {name.decode(errors='replace')}"
+            findings += [Finding(c, form, where) for _, c, form in self._hits(value)]
+        return findings, names
+
+    def scan_records(self, records: Iterable[logging.LogRecord], phase: str) -> list[Finding]:
+        """Search the ``extra`` fields of log records (attributes a plain record does not have)."""
+        findings: list[Finding] = []
+        for record in records:
+            for key, value in vars(record).items():
+                if key in _RECORD_ATTRS:
+                    continue
+                try:
+                    text = value if isinstance(value, str) else repr(value)
+                except Exception:  # a broken __repr__ is not a leak
+                    continue
+                where = f"log record extra field {key!r} (logger {record.name!r}, {phase})"
+                findings += self.scan_text(text, where)
+        return findings
+
+
+#: what every ``LogRecord`` has (anything else came from ``extra=`` or a filter)
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class _RecordCollector(logging.Handler):
+    """Keeps every record that reaches the root logger during one test phase."""
+
+    def __init__(self) -> None:
+        super().__init__(level=0)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
 
 def _files(root: Path) -> Iterable[Path]:
     if root.is_file():
@@ -203,6 +268,8 @@ def _read(path: Path) -> bytes | None:
 REGISTRY_KEY = pytest.StashKey[CanaryRegistry]()
 _CHECKED_KEY = pytest.StashKey[set[str]]()  # phases whose sections were already searched
 _REPORTED_KEY = pytest.StashKey[set[tuple[int, str, str]]]()
+_PENDING_KEY = pytest.StashKey[list[Finding]]()  # findings of canary.search_environ()
+_RECORDS_KEY = pytest.StashKey[list[logging.LogRecord]]()  # records of the phase just run
 
 
 def registry(config: pytest.Config) -> CanaryRegistry:
@@ -213,9 +280,10 @@ def registry(config: pytest.Config) -> CanaryRegistry:
 class CanaryFixture:
     """What the ``canary`` fixture returns."""
 
-    def __init__(self, reg: CanaryRegistry, owner: str) -> None:
+    def __init__(self, reg: CanaryRegistry, owner: str, item: pytest.Item | None = None) -> None:
         self._reg = reg
         self._owner = owner
+        self._item = item
 
     def new(self, prefix: str = "canary") -> str:
         """A unique secret-looking value, searched for after this and every later test."""
@@ -227,6 +295,17 @@ class CanaryFixture:
 
     def redact(self, text: str) -> str:
         return self._reg.redact(text)
+
+    def search_environ(self, pid: int, *, expected: Iterable[str] = ()) -> set[str]:
+        """Search the environment of the live process ``pid`` now (``/proc/PID/environ``); a
+        canary in it fails the test at the end of this phase, except in the ``expected``
+        variables (the ones the test hands a value on purpose). Returns the variables' names."""
+        findings, names = self._reg.scan_environ(pid, expected)
+        if self._item is not None:
+            self._item.stash.setdefault(_PENDING_KEY, []).extend(findings)
+        elif findings:
+            raise AssertionError("; ".join(f.message() for f in findings))
+        return names
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -242,7 +321,37 @@ def canary_registry(request: pytest.FixtureRequest) -> CanaryRegistry:
 @pytest.fixture
 def canary(request: pytest.FixtureRequest) -> CanaryFixture:
     """``canary.new(prefix="canary") -> str``, ``canary.watch(path)``; see module docstring."""
-    return CanaryFixture(registry(request.config), request.node.nodeid)
+    return CanaryFixture(registry(request.config), request.node.nodeid, request.node)
+
+
+@contextlib.contextmanager
+def _collecting_records(item: pytest.Item) -> Iterator[None]:
+    collector = _RecordCollector()
+    root = logging.getLogger()
+    root.addHandler(collector)
+    try:
+        yield
+    finally:
+        root.removeHandler(collector)
+        item.stash[_RECORDS_KEY] = collector.records
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    with _collecting_records(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    with _collecting_records(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    with _collecting_records(item):
+        return (yield)
 
 
 def _section_phase(title: str) -> str:
@@ -260,7 +369,10 @@ def pytest_runtest_makereport(
     checked = item.stash.setdefault(_CHECKED_KEY, set())
     reported = item.stash.setdefault(_REPORTED_KEY, set())
 
-    findings: list[Finding] = []
+    findings: list[Finding] = list(item.stash.get(_PENDING_KEY, []))
+    item.stash[_PENDING_KEY] = []
+    findings += reg.scan_records(item.stash.get(_RECORDS_KEY, []), call.when)
+    item.stash[_RECORDS_KEY] = []
     if call.when in ("call", "teardown"):
         for title, content in report.sections:
             if _section_phase(title) not in checked:

@@ -153,3 +153,72 @@ def test_base64_needles_match_at_every_alignment() -> None:
     for prefix in (b"", b"a", b"ab", b"abc"):
         blob = base64.b64encode(prefix + value.encode() + b"tail")
         assert any(n in blob for n in needles), prefix
+
+
+def test_leak_in_log_record_extra_fails(pytester: pytest.Pytester) -> None:
+    """A value in ``extra=`` is not in the captured log text, but a JSON formatter prints it."""
+    result = run_inner(
+        pytester,
+        """
+        import logging
+        def test_extra(canary):
+            logging.getLogger("app").warning("login ok", extra={"password": canary.new("leakprobe")})
+
+        def test_nested_extra(canary):
+            v = canary.new("leakprobe")
+            logging.getLogger("app.db").error("connect", extra={"ctx": {"dsn": f"pg://u:{v}@h"}})
+
+        def test_extra_in_fixture_setup(noisy):
+            pass
+
+        import pytest
+        @pytest.fixture
+        def noisy(canary):
+            logging.getLogger("setup").warning("x", extra={"token": canary.new("leakprobe")})
+
+        def test_clean_extra(canary):
+            canary.new("leakprobe")
+            logging.getLogger("app").warning("login ok", extra={"user": "alice", "n": 3})
+        """,
+    )
+    result.assert_outcomes(failed=2, passed=1, errors=1)
+    for line in (
+        "*found verbatim in log record extra field 'password' (logger 'app', call)*",
+        "*found verbatim in log record extra field 'ctx' (logger 'app.db', call)*",
+        "*found verbatim in log record extra field 'token' (logger 'setup', setup)*",
+    ):
+        result.stdout.fnmatch_lines([line])
+
+
+def test_leak_in_a_child_environment_fails(pytester: pytest.Pytester) -> None:
+    result = run_inner(
+        pytester,
+        """
+        import os, subprocess, sys
+        def child(env):
+            return subprocess.Popen(
+                [sys.executable, "-c", "import sys; sys.stdin.read()"],
+                env={**os.environ, **env}, stdin=subprocess.PIPE,
+            )
+
+        def test_leaky_child(canary):
+            proc = child({"API_KEY": canary.new("leakprobe")})
+            try:
+                names = canary.search_environ(proc.pid)
+            finally:
+                proc.communicate(b"")
+            assert "API_KEY" in names
+
+        def test_clean_child(canary):
+            proc = child({"API_KEY_FILE": "/run/secrets/key", "HANDED_ON": canary.new("leakprobe")})
+            try:
+                names = canary.search_environ(proc.pid, expected={"HANDED_ON"})
+            finally:
+                proc.communicate(b"")
+            assert "API_KEY_FILE" in names and "API_KEY" not in names
+        """,
+    )
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        ["*found verbatim in the environment of process * (python*), variable API_KEY*"]
+    )

@@ -34,6 +34,7 @@ from .._exceptions import (
     LeaselineError,
     SecretNotFound,
 )
+from .._logins import remember
 from .._refs import SecretRef
 from .._renewal import Scheduler, renewal_time
 from .._secret import Lease
@@ -284,6 +285,7 @@ class VaultBackend:
                 store=self.name,
             ) from None
         self._login_token = client.token
+        remember(self._login_token)  # masked, and kept out of `leaseline run` children
         self._token = self._login_token
         self._accessor = None
         if auth.owns_token:
@@ -318,6 +320,7 @@ class VaultBackend:
             return
         auth = data["auth"]
         self._child = auth["client_token"]
+        remember(self._child)
         self._accessor = auth.get("accessor")
         self._token = self._child
         self._schedule_token_renewal(

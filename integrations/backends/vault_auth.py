@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .._exceptions import AccessDenied, ConfigError
+from .._logins import remember
 from .._refs import is_reference
 
 if TYPE_CHECKING:  # hvac is imported when a login needs it (see backends/vault.py)
@@ -70,10 +71,10 @@ class AppRoleAuth:
     mount: str = "approle"
 
     def login(self, client: hvac.Client, resolve: Resolve) -> None:
+        secret_id = _value(self.secret_id, resolve) if self.secret_id else None
+        remember(secret_id)
         client.auth.approle.login(
-            role_id=_value(self.role_id, resolve),
-            secret_id=_value(self.secret_id, resolve) if self.secret_id else None,
-            mount_point=self.mount,
+            role_id=_value(self.role_id, resolve), secret_id=secret_id, mount_point=self.mount
         )
 
 
@@ -97,6 +98,7 @@ class JwtAuth:
             raise ConfigError(
                 "auth method jwt needs 'jwt' (a reference such as env://CI_JWT) or 'jwt_file'"
             )
+        remember(token)
         client.auth.jwt.jwt_login(role=self.role, jwt=token, path=self.mount)
 
 
@@ -120,6 +122,7 @@ class CiAuth:
         from .._ci import identity_token
 
         token = identity_token(self.audience, token_env=self.token_env)
+        remember(token)
         client.auth.jwt.jwt_login(role=self.role, jwt=token, path=self.mount)
 
 
@@ -141,6 +144,7 @@ class KubernetesAuth:
                 f"Kubernetes auth: cannot read the service-account token {self.jwt_file} "
                 f"({exc.strerror}); is the pod's token mounted?"
             ) from None
+        remember(token)
         client.auth.kubernetes.login(role=self.role, jwt=token, mount_point=self.mount)
 
 
@@ -153,10 +157,10 @@ class UserpassAuth:
     mount: str = "userpass"
 
     def login(self, client: hvac.Client, resolve: Resolve) -> None:
+        password = _value(self.password, resolve)
+        remember(password)
         client.auth.userpass.login(
-            username=_value(self.username, resolve),
-            password=_value(self.password, resolve),
-            mount_point=self.mount,
+            username=_value(self.username, resolve), password=password, mount_point=self.mount
         )
 
 

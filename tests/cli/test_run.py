@@ -7,10 +7,13 @@ import errno
 import json
 import os
 import pty
+import select
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,7 +27,8 @@ from tests.cli.conftest import (
     ledger_ids,
     put_kv,
 )
-from tests.servers import DatabaseEngine, OpenBao
+from tests.servers import DatabaseEngine, MotoServer, OpenBao
+from tests.servers.openbao import TEST_POLICY_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -326,6 +330,273 @@ def test_env_values_that_are_references_are_resolved(
     result = leaseline("run", "--", sys.executable, "-c", script, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["***", "https://example.invalid/x", "True"]
+
+
+# -- what the child sees, and what reaches the user's terminal (issue 18) -------------------------
+
+
+def canary_token(openbao: OpenBao, canary: object) -> str:
+    """A Vault token whose id is a canary: the plugin searches every output and file for it."""
+    token: str = canary.new("vtoken")  # type: ignore[attr-defined]
+    openbao.client().auth.token.create(id=token, policies=[TEST_POLICY_NAME], ttl="1h")
+    return token
+
+
+def _child_pid(proc: subprocess.Popen[str]) -> tuple[int, list[str]]:
+    """The pid the child printed last (``pid N``), and the lines it printed before."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while line := proc.stdout.readline():
+        if line.startswith("pid "):
+            return int(line.split()[1]), lines
+        lines.append(line)
+    proc.kill()
+    raise AssertionError(f"no pid line: {proc.communicate(timeout=30)[1]}")
+
+
+SHOW_ENV = (
+    'echo "vault=${VAULT_TOKEN-unset} bao=${BAO_TOKEN-unset} k=$K"; echo "pid $$"; '
+    'while [ ! -e "$DONE" ]; do sleep 0.05; done'
+)
+
+
+def test_child_environment_has_no_login_token(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object, tmp_path: Path
+) -> None:
+    """Item 1: leaseline logged in with VAULT_TOKEN/BAO_TOKEN; its child must not inherit them."""
+    ref, _value = kv_secret(openbao, canary, "childenv")
+    token = canary_token(openbao, canary)
+    done = tmp_path / "done"
+    env = {**cli_env, "VAULT_TOKEN": token, "BAO_TOKEN": token, "DONE": str(done)}
+    proc = _start(["run", "--env", f"K={ref}", "--", "sh", "-c", SHOW_ENV], env)
+    try:
+        pid, printed = _child_pid(proc)
+        # the live child's /proc/PID/environ: no canary in it but the value handed on as K
+        names = canary.search_environ(pid, expected={"K"})  # type: ignore[attr-defined]
+    finally:
+        done.touch()
+        proc.wait(30)
+    assert proc.returncode == 0, proc.stderr.read()  # type: ignore[union-attr]
+    assert "K" in names and "VAULT_ADDR" in names
+    assert not {"VAULT_TOKEN", "BAO_TOKEN"} & names
+    assert printed == ["vault=unset bao=unset k=***\n"]
+
+
+def test_login_token_passed_explicitly_is_masked(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object
+) -> None:
+    """``--env VAULT_TOKEN=env://VAULT_TOKEN`` hands the token on, on purpose; still masked."""
+    token = canary_token(openbao, canary)
+    env = {**cli_env, "VAULT_TOKEN": token}
+    result = leaseline(
+        "run",
+        "--env",
+        "VAULT_TOKEN=env://VAULT_TOKEN",
+        "--",
+        "sh",
+        "-c",
+        'echo "t=$VAULT_TOKEN"',
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "t=***\n"
+
+
+def test_login_token_from_a_file_is_masked(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object, tmp_path: Path
+) -> None:
+    """The token leaseline logged in with (here ~/.vault-token) is registered with the masker."""
+    token = canary_token(openbao, canary)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".vault-token").write_text(token)
+    env = {k: v for k, v in cli_env.items() if k != "VAULT_TOKEN"}
+    env["HOME"] = str(home)
+    ref, _value = kv_secret(openbao, canary, "tokenfile")
+    try:
+        result = leaseline(
+            "run",
+            "--env",
+            f"K={ref}",
+            "--",
+            "sh",
+            "-c",
+            'echo "t=$(cat "$HOME/.vault-token")"',
+            env=env,
+        )
+    finally:
+        (home / ".vault-token").unlink()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "t=***\n"
+
+
+def test_aws_keys_of_a_store_used_stay_out_unless_passed_on(
+    moto_server: MotoServer, cli_env: dict[str, str], canary: object, tmp_path: Path
+) -> None:
+    """leaseline read aws-sm:// with the AWS keys in its environment: the child gets them only
+    through --env NAME=env://NAME, and then masked."""
+    value = canary.new()  # type: ignore[attr-defined]
+    name = f"cli/aws-{os.urandom(3).hex()}"
+    moto_server.client("secretsmanager").create_secret(
+        Name=name, SecretString=json.dumps({"api_key": value})
+    )
+    env = {**cli_env, **moto_server.env()}
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "aws-config-absent")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "aws-credentials-absent")
+    show = 'echo "key=$K id=${AWS_ACCESS_KEY_ID-unset} secret=${AWS_SECRET_ACCESS_KEY-unset}"'
+    ref = f"aws-sm://{name}#api_key"
+    result = leaseline("run", "--env", f"K={ref}", "--", "sh", "-c", show, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "key=*** id=unset secret=unset\n"
+    passed = [
+        "--env",
+        "AWS_ACCESS_KEY_ID=env://AWS_ACCESS_KEY_ID",
+        "--env",
+        "AWS_SECRET_ACCESS_KEY=env://AWS_SECRET_ACCESS_KEY",
+    ]
+    result = leaseline("run", "--env", f"K={ref}", *passed, "--", "sh", "-c", show, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "key=*** id=*** secret=***\n"
+
+
+def under_terminal(
+    command: str,
+    env: dict[str, str],
+    timeout: float = 60,
+    *,
+    keys: bytes = b"",
+    when: Callable[[], bool] = lambda: True,
+) -> tuple[int, bytes]:
+    """Run ``sh -c COMMAND`` with a new pty as its controlling terminal (the user at a
+    terminal), typing ``keys`` once ``when()`` is true; returns its exit code and every byte
+    that reached the terminal."""
+    pid, master = pty.fork()
+    if pid == 0:  # the child: exec at once (this process has threads)
+        try:
+            os.execve("/bin/sh", ["sh", "-c", command], env)
+        finally:
+            os._exit(127)
+    out = b""
+    status: int | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if status is None:
+                done, status_now = os.waitpid(pid, os.WNOHANG)
+                status = status_now if done else None
+            if keys and when():
+                os.write(master, keys)
+                keys = b""
+            ready, _, _ = select.select([master], [], [], 0.2)
+            chunk = b""
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError as exc:  # EIO: no process has the terminal open right now
+                    if exc.errno != errno.EIO:
+                        raise
+                    time.sleep(0.05)
+            out += chunk
+            if status is not None and not chunk:
+                break  # exited, and everything written to the terminal is read
+    finally:
+        os.close(master)  # a hang-up for the session, should it still run
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out
+
+
+RUN = " ".join(shlex.quote(a) for a in LEASELINE) + " run"
+
+
+@pytest.mark.parametrize("stdin", ["terminal", "/dev/null"])
+def test_child_cannot_write_to_the_users_terminal(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object, tmp_path: Path, stdin: str
+) -> None:
+    """Item 2: stdout and stderr redirected, the user at a terminal: ``echo $K > /dev/tty``."""
+    ref, value = kv_secret(openbao, canary, "devtty")
+    log = tmp_path / "out.log"
+    child = shlex.quote('echo "tty: $K" > /dev/tty; echo "end"')
+    redirect = "" if stdin == "terminal" else " < /dev/null"
+    code, screen = under_terminal(
+        f"exec {RUN} --env K={ref} -- sh -c {child} > {log} 2>&1{redirect}", cli_env
+    )
+    output = log.read_text()
+    assert code == 0, output
+    assert value.encode() not in screen and value not in output
+    assert "end" in output
+    if stdin == "terminal":  # the child's own terminal, masked on its way to the user's
+        assert screen == b"tty: ***\r\n"
+    else:  # no terminal at all: the child has no controlling terminal
+        assert screen == b""
+        assert "/dev/tty" in output
+
+
+def test_in_the_background_the_child_gets_no_terminal_fd(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object, tmp_path: Path
+) -> None:
+    """``leaseline run ... > log 2>&1 &`` from an interactive shell: our stdin is the user's
+    terminal, which a background job must not touch (raw mode would stop it with SIGTTOU) and
+    the child must not get (``echo $K >&0`` writes to the screen): its stdin is /dev/null."""
+    ref, value = kv_secret(openbao, canary, "bg")
+    log = tmp_path / "out.log"
+    child = shlex.quote('echo "tty: $K" >&0; echo "end"')
+    code, screen = under_terminal(
+        f"set -m; {RUN} --env K={ref} -- sh -c {child} > {log} 2>&1 & wait $!", cli_env
+    )
+    output = log.read_text()
+    assert code == 0, output
+    assert value.encode() not in screen and value not in output
+    assert "end" in output and b"tty:" not in screen
+
+
+def test_ctrl_c_reaches_a_child_in_its_own_session(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The child has a session of its own, so the terminal's SIGINT reaches leaseline alone:
+    leaseline passes it on (no pty here: every fd redirected)."""
+    log = tmp_path / "out.log"
+    waiter = shlex.quote(WAITER)
+    code, _screen = under_terminal(
+        f"exec {RUN} -- {shlex.quote(sys.executable)} -c {waiter} > {log} 2>&1 < /dev/null",
+        cli_env,
+        keys=b"\x03",  # Ctrl-C
+        when=lambda: log.exists() and "ready" in log.read_text(),
+    )
+    assert (code, log.read_text()) == (42, "ready\ngot SIGINT\n")
+
+
+def pem(canary: object, newline: str) -> str:
+    """A private-key look-alike (armor built from parts), one canary line in its body."""
+    armor = "PRIVATE" + " KEY"
+    body = [canary.new("pem"), base64.b64encode(os.urandom(48)).decode()]  # type: ignore[attr-defined]
+    return newline.join([f"-----BEGIN {armor}-----", *body, f"-----END {armor}-----"])
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("mode", ["pty", "pipe"])
+def test_multi_line_value_is_masked_on_a_terminal(
+    openbao: OpenBao,
+    cli_env: dict[str, str],
+    canary: object,
+    tmp_path: Path,
+    mode: str,
+    newline: str,
+) -> None:
+    """Item 3: on a pty ``\\n`` becomes ``\\r\\n`` before the masker sees it."""
+    value = pem(canary, newline)
+    ref = put_kv(openbao, f"cli/pem-{os.urandom(3).hex()}", {"value": value}) + "#value"
+    child = shlex.quote('printf "%s\\n" "$PEM"; echo end')
+    log = tmp_path / "out.log"
+    redirect = "" if mode == "pty" else f" > {log}"
+    code, screen = under_terminal(f"exec {RUN} --env PEM={ref} -- sh -c {child}{redirect}", cli_env)
+    assert code == 0, screen
+    lines = value.splitlines()
+    if mode == "pty":
+        assert screen == b"***\r\nend\r\n"
+    else:
+        assert screen == b""
+        assert log.read_text() == "***\nend\n"
+    for line in lines[1:-1]:
+        assert line.encode() not in screen
 
 
 # -- bad input: one line, the fix, a documented exit code, no traceback ---------------------------
