@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import threading
+import time
 import urllib.parse
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -191,6 +192,13 @@ class CanaryRegistry:
         ``expected`` ones. Returns the findings and the names of the variables it has."""
         try:
             data = Path(f"/proc/{pid}/environ").read_bytes()
+            # right after Popen returns, the kernel may not have laid out the new program's
+            # environment yet (the exec status pipe closes before it does): empty until then
+            for _ in range(100):
+                if data:
+                    break
+                time.sleep(0.02)
+                data = Path(f"/proc/{pid}/environ").read_bytes()
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError as exc:
             raise AssertionError(f"cannot read the environment of process {pid}: {exc}") from None
