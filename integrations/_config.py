@@ -5,6 +5,15 @@ Where the file comes from: ``$LEASELINE_CONFIG``, else ``./leaseline.toml``, els
 environment form, ``LEASELINE_<SECTION>__<KEY>...`` with ``__`` between levels, which wins over
 the file: ``LEASELINE_STORES__VAULT__ADDR=https://vault:8200``. In store names ``_`` stands for
 ``-`` (``LEASELINE_STORES__PROD_AWS__REGION`` configures ``[stores.prod-aws]``).
+
+Trust, as ssh treats its config: a file that is writable by group or others, or owned by
+another user (root excepted), is refused, naming the file and the ``chmod``/``chown`` that fixes
+it. A config found *implicitly* in the working directory (``./leaseline.toml``,
+``[tool.leaseline]`` in ``./pyproject.toml``) comes with whatever repository was cloned there, so
+it may not decide where credentials go: it may not set a store's address, auth, token, TLS, proxy,
+endpoint, region, profile, roots or any other key outside :data:`IMPLICIT_STORE_KEYS`. Opting in is
+explicit: name the file (``LEASELINE_CONFIG=/path/leaseline.toml`` or ``--config``), or set the
+key in the environment (``LEASELINE_STORES__VAULT__ADDR``).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +36,21 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Config", "ResolverSettings", "load_config", "parse_duration"]
+__all__ = ["IMPLICIT_STORE_KEYS", "Config", "ResolverSettings", "load_config", "parse_duration"]
+
+#: store keys a config found in the working directory may set: none of them decides where a
+#: request goes or which credential it carries
+IMPLICIT_STORE_KEYS = frozenset(
+    {
+        "type",
+        "refresh_after",
+        "timeout",
+        "connect_timeout",
+        "read_timeout",
+        "max_attempts",
+        "child_token",
+    }
+)
 
 SECTIONS = frozenset(
     {"stores", "aliases", "resolver", "rotation", "audit", "masking", "mlflow", "ledger", "scan"}
@@ -162,9 +186,39 @@ class Config:
         )
 
 
+def _check_trust(path: Path, info: os.stat_result) -> None:
+    """Refuse a file others could have written (checked on the opened file, not its name)."""
+    if os.name != "posix":  # pragma: no cover
+        return
+    me = os.geteuid()
+    if info.st_uid not in {me, 0}:
+        raise ConfigError(
+            f"{path}: refusing a config file owned by {_user(info.st_uid)}, not by you "
+            f"({_user(me)}) or root: whoever owns it decides where your credentials are sent. "
+            f"Fix: chown {me} {path} (or copy it to a file you own)"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(info.st_mode)
+        raise ConfigError(
+            f"{path}: refusing a config file that group or others can write (mode {mode:04o}): "
+            f"anyone who can write it decides where your credentials are sent. "
+            f"Fix: chmod go-w {path}"
+        )
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
+            _check_trust(path, os.fstat(fh.fileno()))
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(
@@ -181,7 +235,7 @@ def find_config_file(environ: Mapping[str, str] | None = None) -> tuple[Path | N
     env = os.environ if environ is None else environ
     explicit = env.get("LEASELINE_CONFIG")
     if explicit:
-        return Path(explicit), False
+        return Path(explicit), Path(explicit).name == "pyproject.toml"
     local = Path("leaseline.toml")
     if local.is_file():
         return local, False
@@ -244,21 +298,73 @@ def load_config(
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     source: str | None = None
-    if path is not None:
+    implicit = False
+    if path is not None and Path(path).name == "pyproject.toml":
+        data, source = _read_pyproject(Path(path)), f"{path} [tool.leaseline]"
+    elif path is not None:
         data, source = _read_toml(Path(path)), str(path)
     else:
         found, is_pyproject = find_config_file(env)
         if found is not None:
-            raw = _read_toml(found)
+            implicit = not env.get("LEASELINE_CONFIG")
             if is_pyproject:
-                tool = raw.get("tool", {})
-                raw = tool.get("leaseline", {}) if isinstance(tool, Mapping) else {}
-                source = f"{found} [tool.leaseline]" if raw else None
+                data = _read_pyproject(found)
+                source = f"{found} [tool.leaseline]" if data else None
             else:
-                source = str(found)
-            data = raw
+                data, source = _read_toml(found), str(found)
     overlay = environment_overlay(env)
+    if implicit and source:
+        _refuse_routing(source, data, overlay)
     if overlay:
         data = _merge(data, overlay)
         source = f"{source} + environment" if source else "environment"
     return Config.from_mapping(data, source)
+
+
+def _read_pyproject(path: Path) -> dict[str, Any]:
+    """``[tool.leaseline]`` of a ``pyproject.toml``; its trust only matters when it has one."""
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw = {}
+    except OSError:
+        raw = {"tool": {"leaseline": True}}  # let _read_toml say what is wrong
+    tool = raw.get("tool", {})
+    if not (isinstance(tool, Mapping) and tool.get("leaseline")):
+        return {}
+    table = _read_toml(path).get("tool", {})  # again, through the trust check on the open file
+    section = table.get("leaseline", {}) if isinstance(table, Mapping) else {}
+    return dict(section) if isinstance(section, Mapping) else {}
+
+
+def _refuse_routing(source: str, data: Mapping[str, Any], overlay: Mapping[str, Any]) -> None:
+    """An implicit config may not decide where credentials go (unless the environment does)."""
+    stores = data.get("stores")
+    if not isinstance(stores, Mapping):
+        return
+    env_stores = overlay.get("stores")
+    env_stores = env_stores if isinstance(env_stores, Mapping) else {}
+    bad: list[tuple[str, str]] = []
+    for name, table in stores.items():
+        if not isinstance(table, Mapping):
+            continue  # from_mapping reports it
+        from_env = env_stores.get(name)
+        from_env = from_env if isinstance(from_env, Mapping) else {}
+        for key in table:
+            if key not in IMPLICIT_STORE_KEYS and key not in from_env:
+                bad.append((str(name), str(key)))
+    if not bad:
+        return
+    keys = ", ".join(f"stores.{n}.{k}" for n, k in bad)
+    file = source.removesuffix(" [tool.leaseline]")
+    absolute = Path(file).resolve()
+    name, key = bad[0]
+    env_name = f"LEASELINE_STORES__{name.upper().replace('-', '_')}__{key.upper()}"
+    raise ConfigError(
+        f"{source}: {keys}: a config found in the working directory may not decide where "
+        "credentials are sent (a cloned repository could point your VAULT_TOKEN, cloud or "
+        "store credentials at its own server), so leaseline does not take this from it. "
+        f"If you trust this file, name it: LEASELINE_CONFIG={absolute} (or --config "
+        f"{absolute}); or set the value in the environment ({env_name}=...). Keys such a "
+        f"file may set in a store: {', '.join(sorted(IMPLICIT_STORE_KEYS))}"
+    )

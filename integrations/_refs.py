@@ -1,6 +1,11 @@
 """Secret references: ``STORE://LOCATOR[?OPTIONS][#FIELD]``.
 
 Parsing is pure and total: every string either parses or raises :class:`InvalidReference`.
+A locator names one path: ``.``, ``..`` and empty segments and percent-encoded separators
+(``%2F``, ``%5C``, ``%2E``, ``%25``) are refused, so the reference the audit trail and the ledger
+record is the path the store reads. Option values are checked before any request: for the
+built-in store types by the table below (``?version=`` of a KV v2 secret is a positive integer,
+``aws-sts://`` takes a role ARN and a ``?duration=``...), for any store ``?duration=``.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from urllib.parse import quote, unquote
 
+from ._config import parse_duration
 from ._detectors import PATTERNS, looks_like_credential, shannon_entropy
-from ._exceptions import InvalidReference
+from ._exceptions import ConfigError, InvalidReference
 
 __all__ = ["SecretRef", "is_reference", "parse"]
 
@@ -22,6 +28,47 @@ _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _BAD_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 MAX_LENGTH = 4096
 _SYNTAX = "STORE://LOCATOR[?OPTIONS][#FIELD], e.g. vault://secret/llm/openai#api_key"
+#: percent-encoded '/', '\\', '.' and '%' (a double encoding): a store would decode them into
+#: separators or dot segments that climb out of the path the reference names
+_ENCODED = re.compile(r"%(2f|5c|2e|25)", re.IGNORECASE)
+_ROLE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    pattern: re.Pattern[str] | None
+    expected: str
+    duration: tuple[float, float] | None = None
+
+
+_POSITIVE = _Rule(re.compile(r"[1-9][0-9]{0,17}\Z"), "a positive integer, e.g. ?version=3")
+#: option -> rule, per built-in store type; options of other built-in types are refused
+_OPTIONS: Mapping[str, Mapping[str, _Rule]] = {
+    "vault": {"version": _POSITIVE},
+    "aws-sm": {
+        "version-stage": _Rule(re.compile(r"[\w.-]{1,256}\Z"), "a staging label, e.g. AWSPREVIOUS"),
+        "version-id": _Rule(re.compile(r"[A-Za-z0-9-]{32,64}\Z"), "a version id (a UUID)"),
+    },
+    "aws-ssm": {
+        "version": _POSITIVE,
+        "label": _Rule(re.compile(r"[\w.-]{1,100}\Z"), "a parameter label"),
+    },
+    "aws-sts": {
+        "duration": _Rule(None, "a duration from 15m to 12h, e.g. 900 or 1h", (900, 43200)),
+        "session-name": _Rule(re.compile(r"[\w+=,.@-]{2,64}\Z"), "2-64 of [A-Za-z0-9_+=,.@-]"),
+        "external-id": _Rule(
+            re.compile(r"[\w+=,.@:/-]{2,1224}\Z"), "2-1224 of [A-Za-z0-9_+=,.@:/-]"
+        ),
+    },
+    "azure-kv": {"version": _Rule(re.compile(r"[A-Za-z0-9]{1,64}\Z"), "a Key Vault version id")},
+    "env": {},
+    "file": {},
+    "memory": {},
+}
+#: rules that hold whatever the store's type (named stores: ``prod-aws://...?duration=``)
+_ANY_STORE: Mapping[str, _Rule] = {
+    "duration": _Rule(None, "a duration such as 900, 15m or 1h", (1, 10 * 365 * 86400)),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +179,7 @@ def parse(ref: str, *, aliases: Mapping[str, str] | None = None) -> SecretRef:
             raise _fail(ref, fpos + fld.index("?"), "options ('?...') go before '#FIELD'")
 
     options: list[tuple[str, str]] = []
+    positions: dict[str, int] = {}
     if "?" in rest:
         rest, _, query = rest.partition("?")
         qpos = offset + len(rest) + 1
@@ -150,10 +198,75 @@ def parse(ref: str, *, aliases: Mapping[str, str] | None = None) -> SecretRef:
                 raise _fail(ref, qpos, f"option '{key}' is given twice")
             seen.add(key)
             options.append((key, unquote(value)))
+            positions[key] = qpos + len(key) + 1
             qpos += len(part) + 1
     if not rest:
         raise _fail(ref, offset, "missing locator after '://' (the path or name of the secret)")
+    _check_locator(ref, store, rest, offset)
+    _check_options(ref, store, options, positions)
     return SecretRef(store, rest, tuple(sorted(options)), fld)
+
+
+def _check_locator(ref: str, store: str, locator: str, offset: int) -> None:
+    encoded = _ENCODED.search(locator)
+    if encoded:
+        raise _fail(
+            ref,
+            offset + encoded.start(),
+            f"percent-encoded '{unquote(encoded.group())}' ({encoded.group()}) is not allowed in "
+            "the path: the store would decode it; write the path itself",
+        )
+    # one leading '/' is part of absolute locators (file:///run/..., aws-ssm:///ml/...)
+    pos = offset + 1 if locator.startswith("/") else offset
+    body = locator[1:] if locator.startswith("/") else locator
+    for segment in body.split("/"):
+        if segment in {"", ".", ".."}:
+            what = (
+                "empty path segment ('//' or a trailing '/')"
+                if not segment
+                else (f"'{segment}' path segment")
+            )
+            raise _fail(
+                ref, pos, f"{what}: a reference names one path; write it without '.', '..' or '//'"
+            )
+        pos += len(segment) + 1
+    if store == "aws-sts" and not _ROLE_ARN.match(locator):
+        raise _fail(
+            ref,
+            offset,
+            "aws-sts takes a role ARN: arn:aws:iam::<12-digit account>:role/<name>",
+        )
+
+
+def _check_options(
+    ref: str, store: str, options: list[tuple[str, str]], positions: Mapping[str, int]
+) -> None:
+    rules = _OPTIONS.get(store)
+    for key, value in options:
+        rule = (rules or {}).get(key) or _ANY_STORE.get(key)
+        if rule is None:
+            if rules is None:
+                continue  # a named store: its backend knows its options
+            known = ", ".join(f"?{k}=" for k in sorted(rules)) or "none"
+            raise _fail(
+                ref,
+                positions[key] - len(key) - 1,
+                f"unknown option '{key}' for store type '{store}'; known options: {known}",
+            )
+        if _valid(rule, value):
+            continue
+        raise _fail(ref, positions[key], f"option '{key}' must be {rule.expected}")
+
+
+def _valid(rule: _Rule, value: str) -> bool:
+    if rule.duration is not None:
+        try:
+            seconds = parse_duration(value, "duration")
+        except ConfigError:
+            return False
+        low, high = rule.duration
+        return low <= seconds <= high
+    return rule.pattern is not None and bool(rule.pattern.match(value))
 
 
 def _parse_alias(ref: str, aliases: Mapping[str, str] | None) -> SecretRef:

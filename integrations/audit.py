@@ -1,11 +1,13 @@
-"""The audit trail: one JSON line per store request, hash-chained.
+"""The audit trail: one JSON line per store request, chained by HMAC under the audit key.
 
 Every read, lease issue/renew/revoke, rotation, denial and error becomes an event (schema:
 ``audit_event.schema.json``, shipped in the package) with the reference (never a value), the
-store, the field names, ``value_hmac`` (HMAC-SHA256 of the values under the audit key, as Vault's
-audit devices do), the actor (user, host, pid, orchestrator context), the source address, the
-outcome and the latency. ``prev`` is the SHA-256 of the previous line and ``seq`` counts lines
-along the chain: ``leaseline audit verify`` checks both.
+store, the field names, ``value_hmacs`` (per field, HMAC-SHA256 of the value alone under the
+audit key, as Vault's audit devices do: ``leaseline audit hash`` computes one for a leaked
+value), the actor (user, host, pid, orchestrator context), the source address, the outcome and
+the latency. ``prev`` is the HMAC-SHA256 under the audit key of the previous line (``chain``
+says ``hmac-sha256``; plain SHA-256, ``chain: sha256``, only without a key) and ``seq`` counts
+lines along the chain: ``leaseline audit verify`` checks both.
 
 Cache hits are counted per reference without I/O or locks on the hot path, and flushed as one
 ``cache_hits`` event per reference per interval (a background thread), when the orchestrator
@@ -33,6 +35,7 @@ from typing import Any
 
 from ._audit_actor import actor, add_context_provider, context_of, source_address, static_actor
 from ._audit_sinks import ChainedSink, FileSink, LoggingSink, Sink, StdoutSink
+from ._audit_verify import GENESIS, chain_link
 from ._exceptions import ConfigError, LeaselineError
 
 __all__ = [
@@ -47,13 +50,16 @@ __all__ = [
     "StdoutSink",
     "actor",
     "add_context_provider",
+    "audit_key",
     "build_auditor",
+    "chain_link",
     "line_hash",
     "schema",
+    "value_hmac",
 ]
 
-GENESIS = "0" * 64
-SCHEMA_VERSION = 1
+#: 2: ``prev`` keyed (``chain``), ``value_hmacs`` per field (1: plain SHA-256, one ``value_hmac``)
+SCHEMA_VERSION = 2
 
 
 class AuditSinkError(LeaselineError, OSError):
@@ -61,9 +67,38 @@ class AuditSinkError(LeaselineError, OSError):
 
 
 def line_hash(line: str | bytes) -> str:
-    """SHA-256 of one line as written (without its newline): the next line's ``prev``."""
-    data = line.encode("utf-8") if isinstance(line, str) else line
-    return hashlib.sha256(data).hexdigest()
+    """SHA-256 of one line as written (without its newline): ``prev`` of an unkeyed chain."""
+    return chain_link(line, None)
+
+
+def value_hmac(key: bytes, value: str) -> str:
+    """``hmac-sha256:<hex>`` of one value under the audit key: what ``value_hmacs`` holds.
+
+    The same digest as Vault's audit devices (and ``sys/audit-hash``) compute under their salt,
+    so a responder holding one leaked value can grep the trail for it:
+
+    >>> value_hmac(b"k", "hunter2")[:20]
+    'hmac-sha256:0cd9cde6'
+    """
+    return "hmac-sha256:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def audit_key(
+    section: Mapping[str, Any], resolve: Callable[[str], str] | None = None
+) -> bytes | None:
+    """The ``[audit] hmac_key`` (a reference, resolved with ``resolve``, or literal); ``None``
+    without one. Raises :class:`ConfigError` for a reference with nothing to resolve it."""
+    spec = section.get("hmac_key")
+    if not spec:
+        return None
+    text = str(spec)
+    if "://" in text:
+        if resolve is None:
+            raise ConfigError(f"[audit] hmac_key {text!r} is a reference and needs a resolver")
+        text = resolve(text)
+    if not text:
+        raise ConfigError("[audit] hmac_key resolved to an empty value")
+    return text.encode("utf-8")
 
 
 def schema() -> dict[str, Any]:
@@ -159,29 +194,25 @@ class Auditor:
         self._closed = False
         #: events that could not be written (reported on stderr)
         self.dropped = 0
+        self._chain = "sha256" if hmac_key is None else "hmac-sha256"
         last = sink.last_line() if isinstance(sink, FileSink) else None
         self._prev, self._seq = self._chain_after(last)
         _live.add(self)
 
-    @staticmethod
-    def _chain_after(last: str | None) -> tuple[str, int]:
+    def _chain_after(self, last: str | None) -> tuple[str, int]:
         if not last:
             return GENESIS, 0
         try:
             seq = int(json.loads(last).get("seq", -1)) + 1
         except (ValueError, TypeError, AttributeError):
             seq = 0
-        return line_hash(last), max(seq, 0)
+        return chain_link(last, self._key), max(seq, 0)
 
-    def value_hmac(self, values: Iterable[str]) -> str | None:
-        """``hmac-sha256:<hex>`` of the values (NUL-separated), or ``None`` without a key."""
+    def value_hmacs(self, values: Mapping[str, str]) -> dict[str, str] | None:
+        """``{field: "hmac-sha256:<hex>"}``, each of the value alone; ``None`` without a key."""
         if self._key is None:
             return None
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for value in values:
-            mac.update(value.encode())
-            mac.update(b"\x00")
-        return "hmac-sha256:" + mac.hexdigest()
+        return {name: value_hmac(self._key, value) for name, value in sorted(values.items())}
 
     def emit(
         self,
@@ -190,7 +221,7 @@ class Auditor:
         ref: str | None = None,
         store: str | None = None,
         fields: Iterable[str] = (),
-        values: Iterable[str] = (),
+        values: Mapping[str, str] | Iterable[str] = (),
         outcome: str = "ok",
         latency_ms: float | None = None,
         lease_id: str | None = None,
@@ -200,27 +231,35 @@ class Auditor:
         extra: Mapping[str, Any] | None = None,
         who: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write one event. ``values`` only feed ``value_hmac``; they are never written."""
+        """Write one event. ``values`` only feed ``value_hmacs``; they are never written.
+
+        ``values`` maps field names to values, or lists the values in the order of ``fields``.
+        """
         acting = dict(who) if who is not None else actor()
         if who is None:
             context = context_of(acting)
             if self._last_context is not None and context != self._last_context and self._hits:
                 self.flush()  # pending hits belong to the previous task
             self._last_context = context
+        names = list(fields)
+        if isinstance(values, Mapping):
+            by_field = dict(values)
+        else:
+            listed = list(values)  # in the order of ``fields``
+            by_field = dict(zip(names, listed, strict=True)) if listed else {}
         record: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "time": format_time(self._clock()),
             "event": event,
             "ref": ref,
             "store": store,
-            "fields": sorted(fields),
+            "fields": sorted(names),
             "outcome": outcome,
             "actor": acting,
             "source": source if source is not None else source_address(),
         }
-        vals = list(values)
-        if vals and self._key is not None:
-            record["value_hmac"] = self.value_hmac(vals)
+        if by_field and self._key is not None:
+            record["value_hmacs"] = self.value_hmacs(by_field)
         if latency_ms is not None:
             record["latency_ms"] = round(latency_ms, 3)
         if lease_id is not None:
@@ -243,6 +282,7 @@ class Auditor:
             self._prev, self._seq = self._chain_after(last)
         record["seq"] = self._seq
         record["prev"] = self._prev
+        record["chain"] = self._chain
         return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -275,7 +315,7 @@ class Auditor:
                             f"{type(exc).__name__}: {exc}"
                         ) from exc
                     return
-            self._prev = line_hash(line)
+            self._prev = chain_link(line, self._key)
             self._seq += 1
 
     # -- cache hits -----------------------------------------------------------------------------
@@ -415,12 +455,8 @@ def build_auditor(
     sink_spec = section.get("sink")
     if not sink_spec:
         return NullAuditor()
+    key = audit_key(section, resolve)
     sink = sink_from_spec(str(sink_spec), section)
-    key: bytes | None = None
-    key_spec = section.get("hmac_key")
-    if key_spec:
-        key_text = resolve(str(key_spec)) if resolve and "://" in str(key_spec) else str(key_spec)
-        key = key_text.encode()
     return Auditor(
         sink,
         hmac_key=key,

@@ -1,4 +1,4 @@
-"""``leaseline audit verify|tail|analyze``."""
+"""``leaseline audit verify|tail|analyze|hash``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli import Options, fail
+
+if TYPE_CHECKING:
+    from ._audit_verify import LineMarker
 
 __all__ = ["audit"]
 
@@ -26,6 +29,35 @@ def _audit_section(ctx: click.Context) -> Mapping[str, Any]:
 
     opts = ctx.find_object(Options) or Options()
     return load_config(opts.config).section("audit")
+
+
+def _audit_key(ctx: click.Context) -> bytes | None:
+    """``[audit] hmac_key``, resolved (a reference such as ``env://LEASELINE_AUDIT_KEY``).
+
+    The resolver that reads it has no auditor: looking at the trail does not write to it.
+    """
+    import dataclasses
+    from types import MappingProxyType
+
+    from ._config import load_config
+    from ._exceptions import LeaselineError
+    from ._resolver import Resolver
+    from .audit import audit_key
+
+    opts = ctx.find_object(Options) or Options()
+    try:
+        config = load_config(opts.config)
+        section = config.section("audit")
+        if not section.get("hmac_key"):
+            return None
+        quiet = dataclasses.replace(
+            config,
+            sections=MappingProxyType({k: v for k, v in config.sections.items() if k != "audit"}),
+        )
+        with Resolver(quiet, handle_signals=False) as resolver:
+            return audit_key(section, resolver.resolve)
+    except LeaselineError as exc:
+        fail(f"[audit] hmac_key: {exc}", exc.exit_code)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:
@@ -44,10 +76,11 @@ def audit() -> None:
 
     \b
     leaseline writes one JSON line per store request ([audit] sink); each line holds the
-    SHA-256 of the one before it. `verify` checks that chain, `tail` shows the newest
-    events, `analyze` reads leaseline trails, Vault/OpenBao audit-device logs and CloudTrail
-    JSON and raises alerts (new or disallowed networks, off-hours access, usage spikes,
-    bursts of denials).
+    HMAC under the audit key ([audit] hmac_key; plain SHA-256 without one) of the one
+    before it. `verify` checks that chain, `tail` shows the newest events, `analyze` reads
+    leaseline trails, Vault/OpenBao audit-device logs and CloudTrail JSON and raises alerts
+    (new or disallowed networks, off-hours access, usage spikes, bursts of denials), `hash`
+    prints the HMAC of a value to grep the trail for.
     """
 
 
@@ -62,12 +95,30 @@ def audit() -> None:
     help="Fail when the oldest file given is a rotated one that starts mid-chain "
     "(by default a warning: its predecessors were pruned by rotation).",
 )
+@click.option(
+    "--unkeyed-ok",
+    is_flag=True,
+    help="Accept lines chained by plain SHA-256 although [audit] hmac_key is set "
+    "(a trail written before the key was configured).",
+)
 @_FORMAT
-def verify(files: tuple[Path, ...], no_rotated: bool, strict_start: bool, fmt: str) -> None:
-    """Check the hash chain of an audit trail, across rotated files.
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    no_rotated: bool,
+    strict_start: bool,
+    unkeyed_ok: bool,
+    fmt: str,
+) -> None:
+    """Check the chain of an audit trail, across rotated files.
 
     \b
-    Reports an edited line, deleted lines and reordered lines with the file and line number.
+    Links are HMACs under [audit] hmac_key (read from the config, as the writer did); a
+    trail written without a key is chained by plain SHA-256, which verify reports: it
+    catches damage, not someone who can rewrite the file. With a key, SHA-256 links are
+    errors (unless --unkeyed-ok). Reports an edited line, deleted lines, reordered lines
+    and complete lines outside the chain (inserted) with the file and line number.
     A last line torn by a killed writer is reported as a warning: every complete line before
     it is still verified. Rotated files are read oldest first (FILE.3, FILE.2, FILE.1, FILE).
 
@@ -86,7 +137,9 @@ def verify(files: tuple[Path, ...], no_rotated: bool, strict_start: bool, fmt: s
         if not f.exists():
             fail(f"no such file: {f}", 2)
         paths.extend([f] if no_rotated else with_rotated(f))
-    report = verify_files(paths, strict_start=strict_start)
+    report = verify_files(
+        paths, strict_start=strict_start, key=_audit_key(ctx), unkeyed_ok=unkeyed_ok
+    )
     if fmt == "json":
         click.echo(json.dumps(report.as_dict(), sort_keys=True))
     else:
@@ -94,9 +147,10 @@ def verify(files: tuple[Path, ...], no_rotated: bool, strict_start: bool, fmt: s
             level = "error" if p.fatal else "warning"
             click.echo(f"{level}: {p.file}:{p.line}: {p.kind}: {p.message}")
         status = "OK" if report.ok else "BROKEN"
+        chain = {"hmac-sha256": ", keyed (HMAC-SHA256)", "sha256": ", plain SHA-256"}
         click.echo(
             f"{status}: {report.lines} line(s) in {len(report.files)} file(s), "
-            f"seq {report.first_seq}..{report.last_seq}"
+            f"seq {report.first_seq}..{report.last_seq}{chain.get(report.chain, '')}"
         )
     raise SystemExit(0 if report.ok else 1)
 
@@ -108,23 +162,31 @@ def _sink_path(ctx: click.Context) -> Path:
     return Path(spec[len("file://") :] if spec.startswith("file://") else spec)
 
 
-def _show(lines: list[str], fmt: str) -> None:
+def _show(lines: list[str], fmt: str, marker: LineMarker) -> None:
+    marks = [marker.mark(line) for line in lines]
     if fmt == "json":
-        for line in lines:
+        for line, mark in zip(lines, marks, strict=True):
+            if mark:
+                click.echo(f"leaseline: warning: {mark}: {line[:80]}", err=True)
             click.echo(line)
         return
     rows = []
-    for line in lines:
+    for line, mark in zip(lines, marks, strict=True):
         try:
             r = json.loads(line)
+            if not isinstance(r, dict):
+                raise ValueError(line)
         except ValueError:
             rows.append(["?", "(torn line)", "", "", "", ""])
             continue
         who = r.get("actor") or {}
+        who = who if isinstance(who, dict) else {}
         ctx = next((f"{k}:{v}" for k, v in who.items() if isinstance(v, dict)), "")
-        what = r.get("event", "")
+        what = str(r.get("event", ""))
         if what == "cache_hits":
             what = f"cache_hits x{r.get('count')}"
+        if mark:
+            what = f"[{mark.upper()}] {what}"
         rows.append(
             [
                 str(r.get("time", "")),
@@ -136,6 +198,12 @@ def _show(lines: list[str], fmt: str) -> None:
             ]
         )
     _table(["time", "event", "outcome", "ref", "actor", "ms"], rows)
+    if any(marks):
+        click.echo(
+            f"{sum(1 for m in marks if m)} line(s) marked are not part of the chain as written: "
+            "run `leaseline audit verify` on the file",
+            err=True,
+        )
 
 
 @audit.command("tail")
@@ -146,6 +214,10 @@ def _show(lines: list[str], fmt: str) -> None:
 @click.pass_context
 def tail(ctx: click.Context, file: Path | None, count: int, follow: bool, fmt: str) -> None:
     """Show the newest events of the audit trail (default: the [audit] sink file).
+
+    Lines that are not part of the chain are marked: [UNCHAINED] (no prev/seq: inserted),
+    [BROKEN LINK] (its prev does not follow the line before: edited, deleted or inserted),
+    [UNKEYED] (plain SHA-256 although [audit] hmac_key is set).
 
     \b
     Examples:
@@ -158,8 +230,14 @@ def tail(ctx: click.Context, file: Path | None, count: int, follow: bool, fmt: s
     path = file or _sink_path(ctx)
     if not path.exists():
         fail(f"no such file: {path}", 2)
+    from ._audit_verify import LineMarker
+
     lines = [ln for ln in path.read_text("utf-8", errors="replace").splitlines() if ln.strip()]
-    _show(lines[-count:] if count > 0 else [], fmt)
+    shown = lines[-count:] if count > 0 else []
+    marker = LineMarker(_audit_key(ctx))
+    if len(shown) < len(lines):
+        marker.mark(lines[-len(shown) - 1])  # the line before the window, for the first link
+    _show(shown, fmt, marker)
     if not follow:
         return
     fh = path.open("rb")
@@ -174,7 +252,7 @@ def tail(ctx: click.Context, file: Path | None, count: int, follow: bool, fmt: s
                 *done, pending = pending.split(b"\n")
                 text = [d.decode("utf-8", "replace") for d in done if d.strip()]
                 if text:
-                    _show(text, fmt)
+                    _show(text, fmt, marker)
                     sys.stdout.flush()
                 continue
             try:
@@ -292,3 +370,43 @@ def analyze(
         click.echo(f"{len(alerts)} alert(s) over {len(accesses)} access record(s)", err=True)
     threshold = SEVERITIES.index(fail_on)
     raise SystemExit(1 if any(SEVERITIES.index(a.severity) >= threshold for a in alerts) else 0)
+
+
+@audit.command("hash")
+@click.argument("value", metavar="VALUE|-")
+@click.pass_context
+def hash_value(ctx: click.Context, value: str) -> None:
+    """Print the HMAC of a value under the audit key, to grep the trail for.
+
+    \b
+    Each event's value_hmacs holds, per field, HMAC-SHA256 of the value alone under
+    [audit] hmac_key (as Vault's audit devices and its sys/audit-hash do): a responder
+    holding one leaked value finds every event that handed it out. `-` reads the value
+    from stdin (one trailing newline dropped); prefer it: an argument is visible in `ps`
+    and shell history. The value is never printed.
+
+    \b
+    Examples:
+      leaseline audit hash - < leaked.txt
+      grep -F "$(leaseline audit hash - < leaked.txt)" /var/log/leaseline/audit.jsonl
+
+    \b
+    Exit codes: 0 ok, 2 no [audit] hmac_key or no value.
+    """
+    from .audit import value_hmac
+
+    if value == "-":
+        data = sys.stdin.read()
+        data = data[:-2] if data.endswith("\r\n") else data.removesuffix("\n")
+    else:
+        data = value
+    if not data:
+        fail("no value given (empty argument or empty stdin)", 2)
+    key = _audit_key(ctx)
+    if key is None:
+        fail(
+            "no audit key: set [audit] hmac_key (or LEASELINE_AUDIT__HMAC_KEY) to the key the "
+            "trail was written with",
+            2,
+        )
+    click.echo(value_hmac(key, data))

@@ -104,33 +104,46 @@ def _short(digest: str) -> str:
     return text[:40]
 
 
-def _config_segments(config: dict[str, Any]) -> Iterator[tuple[str, str, Segment]]:
-    """(kind, label, segment) for the parts of an image config that hold text."""
+def _config_segments(config: dict[str, Any]) -> Iterator[tuple[str, str, list[Segment]]]:
+    """(kind, label, segments) for the parts of an image config that hold text.
+
+    Each ``Env`` and ``Labels`` entry is its own segment named after its variable
+    (``ENV OPENAI_API_KEY``): a finding says which variable holds the credential.
+    """
     inner = config.get("config") or config.get("container_config") or {}
     env = inner.get("Env") or []
     if env:
-        yield "env", "Env", Segment("\n".join(str(e) for e in env) + "\n", "Env")
+        yield "env", "Env", [_entry("ENV", i, str(e)) for i, e in enumerate(env)]
     labels = inner.get("Labels") or {}
     if labels:
-        text = "\n".join(f"{k}={v}" for k, v in labels.items()) + "\n"
-        yield "env", "Labels", Segment(text, "Labels")
+        entries = [f"{k}={v}" for k, v in labels.items()]
+        yield "env", "Labels", [_entry("LABEL", i, e) for i, e in enumerate(entries)]
     for key in ("Entrypoint", "Cmd"):
         value = inner.get(key)
         if value:
             text = " ".join(value) if isinstance(value, list) else str(value)
-            yield "shell", key, Segment(text, key)
+            yield "shell", key, [Segment(text, key)]
     for i, step in enumerate(config.get("history") or []):
         created = str(step.get("created_by", "") or "")
         if created:
             # "RUN |2 HF_TOKEN=... /bin/sh -c ..." and "ARG X=..." as a Dockerfile would hold them
             text = created.replace("/bin/sh -c #(nop) ", "").strip()
-            yield "docker", f"history[{i}]", Segment(text + "\n", f"history[{i}]")
+            yield "docker", f"history[{i}]", [Segment(text + "\n", f"history[{i}]")]
 
 
-def _scan_segment(scanner: Scanner, path: str, kind: str, seg: Segment) -> list[Finding]:
+def _entry(word: str, index: int, entry: str) -> Segment:
+    """One ``NAME=value`` of Env/Labels, as line ``index + 1``, located by its name only."""
+    name = entry.partition("=")[0]
+    return Segment(entry + "\n", f"{word} {name}", first_line=index + 1)
+
+
+def _scan_segments(scanner: Scanner, path: str, kind: str, segs: list[Segment]) -> list[Finding]:
     scanner.files_scanned += 1
-    scanner.bytes_scanned += len(seg.text)
-    return list(scanner._scan_segment(path, kind, seg))
+    found: list[Finding] = []
+    for seg in segs:
+        scanner.bytes_scanned += len(seg.text)
+        found += scanner._scan_segment(path, kind, seg)
+    return found
 
 
 def _layer_files(fh: IO[bytes]) -> Iterator[tuple[str, bytes]]:
@@ -166,8 +179,8 @@ def scan_image(path: str, scanner: Scanner | None = None) -> ImageScan:
     with tar:
         layout = _layout(tar, image)
         config = _json(tar, layout.config, image)
-        for kind, label, seg in _config_segments(config if isinstance(config, dict) else {}):
-            out.findings += _scan_segment(engine, f"{image}@config:{label}", kind, seg)
+        for kind, label, segs in _config_segments(config if isinstance(config, dict) else {}):
+            out.findings += _scan_segments(engine, f"{image}@config:{label}", kind, segs)
         rootfs = config.get("rootfs") if isinstance(config, dict) else None
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
         for n, (member, digest) in enumerate(layout.layers, 1):

@@ -4,18 +4,20 @@ With ``[audit] hmac_key`` configured, the references the config names (alias tar
 rotation-policy matches, ``[scan] managed``) are resolved and each value is reduced at once to
 HMAC-SHA256 under the audit key; candidates found in files are reduced the same way and compared
 in constant time. Values live only in local variables while their digest is computed: nothing is
-stored, printed or written.
+stored, printed or written. The digest is the audit trail's per-field ``value_hmacs`` entry
+(:func:`leaseline.audit.value_hmac`), so a finding's digest also finds the events that handed
+that value out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .._config import Config
 from .._exceptions import LeaselineError
+from ..audit import audit_key, value_hmac
 
 if TYPE_CHECKING:
     from .._resolver import Resolver
@@ -44,14 +46,15 @@ def managed_references(config: Config) -> list[str]:
 class ManagedValues:
     """Digests of the current values of managed references, keyed to the reference."""
 
-    def __init__(self, key: bytes, digests: Mapping[bytes, str] | None = None) -> None:
+    def __init__(self, key: bytes, digests: Mapping[str, str] | None = None) -> None:
         self._key = key
-        self._digests: dict[bytes, str] = dict(digests or {})
+        self._digests: dict[str, str] = dict(digests or {})
         #: (reference, error class) for references that could not be read; never values
         self.errors: list[tuple[str, str]] = []
 
-    def digest(self, value: str) -> bytes:
-        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).digest()
+    def digest(self, value: str) -> str:
+        """``hmac-sha256:<hex>``: what the audit trail's ``value_hmacs`` holds for ``value``."""
+        return value_hmac(self._key, value)
 
     def add(self, ref: str, value: str) -> None:
         for form in {value, value.strip()}:
@@ -76,11 +79,9 @@ class ManagedValues:
     ) -> ManagedValues | None:
         """Read ``[audit] hmac_key`` and every managed reference; ``None`` without a key."""
         config = resolver.config
-        key_spec = config.section("audit").get("hmac_key")
-        if not key_spec:
+        key = audit_key(config.section("audit"), resolver.resolve)
+        if key is None:
             return None
-        spec = str(key_spec)
-        key = (resolver.resolve(spec) if "://" in spec else spec).encode()
         values = cls(key)
         for ref in managed_references(config) if refs is None else refs:
             try:

@@ -41,11 +41,9 @@ def resolver(auditor: Auditor) -> Resolver:
     return Resolver(Config.from_mapping({}), auditor=auditor, handle_signals=False)
 
 
-def expected_hmac(key: bytes, *values: str) -> str:
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    for v in values:
-        mac.update(v.encode() + b"\x00")
-    return "hmac-sha256:" + mac.hexdigest()
+def expected_hmac(key: bytes, value: str) -> str:
+    """Vault's audit hash: HMAC-SHA256 of the value alone, ``hmac-sha256:<hex>``."""
+    return "hmac-sha256:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
 
 def test_every_store_request_is_one_schema_valid_event(tmp_path: Path, canary: Any) -> None:
@@ -86,15 +84,20 @@ def test_every_store_request_is_one_schema_valid_event(tmp_path: Path, canary: A
 
     read = next(r for r in records if r["ref"] == "memory://llm/openai")
     assert read["fields"] == ["api_key"]
-    assert read["value_hmac"] == expected_hmac(key, api_key)
+    assert read["value_hmacs"] == {"api_key": expected_hmac(key, api_key)}
     assert read["store"] == "memory" and read["latency_ms"] >= 0
     assert {"user", "host", "pid"} <= set(read["actor"])
     issue = next(r for r in records if r["event"] == "lease_issue")
     assert issue["lease_id"] and issue["fields"] == ["password", "username"]
-    # the chain: first line from genesis, each prev the hash of the line before
+    # per field, each value alone: one leaked password finds its event
+    assert issue["value_hmacs"]["password"] == expected_hmac(key, password)
+    assert set(issue["value_hmacs"]) == {"password", "username"}
+    # the chain: first line from genesis, each prev the HMAC under the key of the line before
     assert records[0]["prev"] == GENESIS and records[0]["seq"] == 0
     for before, record in zip(lines, records[1:], strict=False):
-        assert record["prev"] == line_hash(before)
+        assert record["chain"] == "hmac-sha256"
+        assert record["prev"] == hmac.new(key, before.encode(), hashlib.sha256).hexdigest()
+        assert record["prev"] != line_hash(before)
     text = log.read_text()
     assert api_key not in text and password not in text
 
@@ -233,7 +236,7 @@ def test_build_auditor_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             resolve=r.resolve,
         )
     assert isinstance(auditor, Auditor)
-    assert auditor.value_hmac(["v"]) == expected_hmac(key.encode(), "v")
+    assert auditor.value_hmacs({"f": "v"}) == {"f": expected_hmac(key.encode(), "v")}
     auditor.close()
     with pytest.raises(ConfigError, match="fsync must be one of always, interval, never"):
         build_auditor({"sink": str(tmp_path / "b.jsonl"), "fsync": "sometimes"})
@@ -259,21 +262,23 @@ def test_rotation_keeps_the_chain_across_files(tmp_path: Path) -> None:
     from leaseline._audit_verify import verify_files, with_rotated
 
     log = tmp_path / "audit.jsonl"
-    auditor = Auditor(FileSink(log, max_bytes=4096, backups=50))
+    key = secrets.token_bytes(16)
+    auditor = Auditor(FileSink(log, max_bytes=4096, backups=50), hmac_key=key)
     for i in range(200):
         auditor.emit("read", ref=f"memory://k{i}", store="memory")
     auditor.close()
     files = with_rotated(log)
     assert len(files) > 5
     assert all(f.stat().st_size <= 4096 for f in files)
-    report = verify_files(files)
-    assert report.ok and report.problems == []
+    report = verify_files(files, key=key)
+    assert report.ok and report.problems == [] and report.chain == "hmac-sha256"
     assert (report.lines, report.first_seq, report.last_seq) == (200, 0, 199)
     # a new process continues the chain of the existing trail
-    again = Auditor(FileSink(log, max_bytes=4096, backups=50))
+    again = Auditor(FileSink(log, max_bytes=4096, backups=50), hmac_key=key)
     again.emit("read", ref="memory://again")
     again.close()
-    assert verify_files(with_rotated(log)).last_seq == 200
+    report = verify_files(with_rotated(log), key=key)
+    assert report.ok and report.last_seq == 200
 
 
 WRITER = """

@@ -84,7 +84,7 @@ def test_kfp_local_run_events_carry_pipeline_run_and_task(
     assert ctx["task"] == "key-length"
     assert ctx["run_id"].startswith("audit-context-")
     assert (root / ctx["run_id"] / "key-length").is_dir()  # the run's own directory
-    assert reads[0]["value_hmac"].startswith("hmac-sha256:")
+    assert reads[0]["value_hmacs"]["api_key"].startswith("hmac-sha256:")
     assert reads[0]["actor"]["pid"] != os.getpid()  # written by the task's own process
 
 

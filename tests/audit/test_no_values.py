@@ -69,5 +69,7 @@ def test_values_and_tokens_never_reach_the_trail(
     assert not TOKENISH.search(text)
     for record in events(log):
         if record["event"] in {"read", "lease_issue"} and record["outcome"] == "ok":
-            assert record["value_hmac"].startswith("hmac-sha256:")
+            hmacs = record["value_hmacs"]
+            assert set(hmacs) == set(record["fields"])
+            assert all(h.startswith("hmac-sha256:") for h in hmacs.values())
     json.dumps(events(log))  # every line parses

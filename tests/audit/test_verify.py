@@ -140,7 +140,10 @@ def test_kill_9_leaves_a_verifiable_trail_and_a_torn_line_is_a_warning(tmp_path:
     code, out = verify("--format", "json", str(log))
     report = json.loads(out)
     assert code == 0 and report["lines"] == lines + 1
-    assert [(p["kind"], p["fatal"]) for p in report["problems"]] == [("torn", False)]
+    assert [(p["kind"], p["fatal"]) for p in report["problems"]] == [
+        ("torn", False),
+        ("unkeyed", False),  # written without a key: verify says what that means
+    ]
 
 
 def test_a_garbage_line_in_the_middle_is_fatal(tmp_path: Path) -> None:

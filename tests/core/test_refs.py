@@ -125,9 +125,14 @@ def test_parse_is_total(text: str) -> None:
     assert parse(str(parsed)) == parsed
 
 
+def _names_one_path(locator: str) -> bool:
+    body = locator[1:] if locator.startswith("/") else locator
+    return all(seg not in {"", ".", ".."} for seg in body.split("/"))
+
+
 @settings(max_examples=500, deadline=None)
 @given(
-    st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True),
+    st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True).filter(lambda s: s != "aws-sts"),
     st.from_regex(r"[A-Za-z0-9_./:-]{1,40}", fullmatch=True),
     st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_]{1,12}", fullmatch=True)),
 )
@@ -135,7 +140,75 @@ def test_well_formed_references_round_trip(store: str, locator: str, field: str 
     ref = f"{store}://{locator}" + (f"#{field}" if field else "")
     try:
         parsed = parse(ref)
-    except InvalidReference as exc:  # only a credential-looking locator may be refused
-        assert "looks like a credential" in str(exc)
+    except InvalidReference as exc:
+        # refused: a credential-looking locator, or one that does not name one path
+        assert "looks like a credential" in str(exc) or (
+            not _names_one_path(locator) and "path segment" in str(exc)
+        )
         return
+    assert _names_one_path(locator)
     assert (parsed.store, parsed.locator, parsed.field) == (store, locator, field)
+
+
+# -- 19.8: a reference names one path, and its options are checked before any request ----------
+
+
+@pytest.mark.parametrize(
+    ("ref", "bad_part", "why"),
+    [
+        ("vault://secret/a/../b", "../b", "'..' path segment"),
+        ("vault://secret/./b", "./b", "'.' path segment"),
+        ("vault://secret//b", "/b", "empty path segment"),
+        ("vault://secret/b/", "", "empty path segment"),
+        ("vault://secret/a%2F..%2Fb", "%2F..%2Fb", "percent-encoded '/' (%2F)"),
+        ("vault://secret/a%2f..%2fb", "%2f..%2fb", "percent-encoded '/' (%2f)"),
+        ("vault://secret/a%2E%2E/b", "%2E%2E/b", "percent-encoded '.'"),
+        ("vault://secret/a%252Fb", "%252Fb", "percent-encoded '%'"),
+        ("file:///run/secrets/../../etc/passwd", "../../etc/passwd", "'..' path segment"),
+        ("vault://a?version=x", "x", "option 'version' must be a positive integer"),
+        ("vault://a?version=0", "0", "option 'version' must be a positive integer"),
+        ("vault://a?version=-3", "-3", "option 'version' must be a positive integer"),
+        ("vault://a?verison=3", "verison=3", "unknown option 'verison' for store type 'vault'"),
+        ("aws-ssm:///ml/key?version=two", "two", "option 'version' must be a positive integer"),
+        (
+            "aws-sts://arn:aws:iam::123456789012:role/train?duration=soon",
+            "soon",
+            "option 'duration' must be a duration from 15m to 12h",
+        ),
+        (
+            "aws-sts://arn:aws:iam::123456789012:role/train?duration=30d",
+            "30d",
+            "option 'duration' must be a duration from 15m to 12h",
+        ),
+        ("aws-sts://train?duration=900", "train", "aws-sts takes a role ARN"),
+        ("aws-sts://arn:aws:iam::1234:role/x", "arn:", "aws-sts takes a role ARN"),
+        ("azure-kv://v/name?version=a.b", "a.b", "option 'version' must be a Key Vault version"),
+        ("prod-aws://role?duration=forever", "forever", "option 'duration' must be a duration"),
+    ],
+)
+def test_paths_and_option_values_are_checked_and_pointed_at(
+    ref: str, bad_part: str, why: str
+) -> None:
+    with pytest.raises(InvalidReference) as info:
+        parse(ref)
+    quoted, pointer, *_ = str(info.value).splitlines()
+    assert quoted == f"invalid reference '{ref}'"
+    column = pointer.index("^")
+    assert quoted[column:].startswith(bad_part), (quoted[column:], bad_part)
+    assert why in pointer
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "vault://secret/a.b/c..d/.e?version=12",
+        "aws-ssm:///ml/openai/key?version=3",
+        "aws-sts://arn:aws-cn:iam::123456789012:role/path/train?duration=1h&session-name=t-1",
+        "aws-sm://prod/openai?version-id=0123456789abcdef0123456789abcdef",
+        "azure-kv://ml-keys/openai-key?version=3d31e6c4b0f24f5e9a4c0c2f0d1a2b3c",
+        "file:///run/secrets/openai%20key",
+        "prod-aws://prod/openai?version=any-label",
+    ],
+)
+def test_valid_paths_and_options_still_parse(ref: str) -> None:
+    assert str(parse(ref)) == ref

@@ -49,7 +49,9 @@ def test_run_rotates_exactly_the_due_references(
         assert [c.status for c in check(r)] == ["ok", "ok"]
     assert sink.phases() == [("stage", "ok"), ("verify", "ok"), ("promote", "ok"), ("retire", "ok")]
     stage = sink.events()[0]
-    assert stage["fields"] == ["api_key"] and stage["value_hmac"].startswith("hmac-sha256:")
+    assert stage["fields"] == ["api_key"] and stage["value_hmacs"]["api_key"].startswith(
+        "hmac-sha256:"
+    )
     assert stage["rotator"] == "random-token" and stage["previous_version"] == "1"
     assert all(old_a not in line and new_a not in line for line in sink.lines)
 
