@@ -282,7 +282,7 @@ class Postgres:
             password=password if password is not None else self.password,
             dbname=dbname,
             sslmode="disable",
-            connect_timeout=5,
+            connect_timeout=30,  # a loaded 2-core machine can take seconds to fork a backend
             autocommit=True,
         )
 
