@@ -520,6 +520,10 @@ def _run_session(
     child: Child | None = None
     try:
         session.resolve()
+        if mask:  # a value too long to mask in every form: refused, its leases revoked below
+            from .masking import masker
+
+            masker().check_limits()
 
         def rotated(ref: str, old: Any, new: Any) -> None:
             changed.set()

@@ -77,8 +77,9 @@ class Relay(threading.Thread):
             while True:
                 held = masker.held
                 k = len(held)
-                if len(view) < k + READ_SIZE:  # first read, or longer forms since (a rotation)
-                    view = memoryview(bytearray(READ_SIZE + masker.longest))
+                if len(view) < k + READ_SIZE:  # first read, longer forms since (a rotation),
+                    # or a partial form with escape sequences inside it held
+                    view = memoryview(bytearray(READ_SIZE + max(masker.longest, k)))
                 view[:k] = held
                 n = self._read(view[k : k + READ_SIZE])
                 if not n:
