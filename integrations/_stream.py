@@ -49,8 +49,9 @@ MANY_FORMS = 64
 class Matcher:
     """Finds the forms in ``data``: ``analyze(data)`` gives the spans of complete forms and where
     an unfinished one may start. Engines are built on first use, over the anchors (each form's
-    first :data:`ANCHOR` bytes) and the escape byte (so a scan tells whether ``data`` holds
-    escape sequences, at no extra cost):
+    first :data:`ANCHOR` bytes; Hyperscan's database also holds the escape byte, so its scan
+    tells whether ``data`` holds escape sequences at no extra cost; for the others a ``find``
+    does, which keeps Aho-Corasick's start-byte prefilter when the forms allow one):
 
     - Aho-Corasick (``ahocorasick-rs``, a core dependency, ~1.6 GB/s with hundreds of forms):
       one non-overlapping scan (standard semantics: each match reported is the one ending first
@@ -87,17 +88,18 @@ class Matcher:
     # -- engines: (start, pattern id) of every anchor occurrence ------------------------------
 
     def _hits(self, data: Buffer) -> list[tuple[int, int]]:
+        """Every anchor occurrence, and ``(position, escape id)`` for escape bytes (Hyperscan:
+        each one; otherwise the first)."""
         bulk = len(data) >= BULK_SCAN or self.count >= MANY_FORMS
         if bulk and self._hs is not False and self._hyperscan():
             return self._hs_hits(data)
         if self._ac is None and self._re is None:
             self._build_ac()
-        if self._ac is None:
-            return self._re_hits(data)
-        return self._ac_hits(data)
-
-    def _patterns(self) -> list[bytes]:
-        return [*self._anchors, _ansi.ESC]
+        hits = self._re_hits(data) if self._ac is None else self._ac_hits(data)
+        at = (data if isinstance(data, bytes) else data.tobytes()).find(_ansi.ESC)
+        if at >= 0:
+            hits.append((at, self._escape))
+        return hits
 
     def _ac_hits(self, data: Buffer) -> list[tuple[int, int]]:
         found = self._ac.find_matches_as_indexes(data, overlapping=False)
@@ -126,8 +128,6 @@ class Matcher:
         for m in self._re.finditer(data):
             start = m.start(1)
             found = m.group(1)
-            if found[:1] == _ansi.ESC:
-                hits.append((start, self._escape))
             for n in lengths:
                 if n <= len(found):
                     i = index.get(bytes(data[start : start + n]))
@@ -141,12 +141,12 @@ class Matcher:
         except ImportError:  # pragma: no cover - a core dependency; kept for broken installs
             import re
 
-            ordered = sorted(self._patterns(), key=len, reverse=True)
+            ordered = sorted(self._anchors, key=len, reverse=True)
             self._re = re.compile(b"(?=(" + b"|".join(re.escape(f) for f in ordered) + b"))")
             self.engine = self.engine or "re"
             return
         self._ac = ac.BytesAhoCorasick(
-            self._patterns(),
+            self._anchors,
             matchkind=ac.MATCHKIND_STANDARD,
             implementation=ac.Implementation.DFA,
         )
@@ -154,7 +154,7 @@ class Matcher:
 
     def _hyperscan(self) -> bool:
         if self._hs is None:
-            self._hs = _hyperscan_db(self._patterns()) or False
+            self._hs = _hyperscan_db([*self._anchors, _ansi.ESC]) or False
             if self._hs:
                 self.engine = "hyperscan"
         return bool(self._hs)
