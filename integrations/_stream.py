@@ -41,6 +41,9 @@ ANCHOR = 64
 #: build cost milliseconds, which output in bulk repays and a prompt or a log line does not)
 BULK_SCAN = 64 * 1024
 
+#: anchor bytes up to which Aho-Corasick is built as a DFA
+DFA_BYTES = 1 << 19
+
 #: with this many forms, Hyperscan is used for every chunk: building an Aho-Corasick DFA of them
 #: costs as much as compiling Hyperscan's database, and one engine is enough
 MANY_FORMS = 64
@@ -49,9 +52,7 @@ MANY_FORMS = 64
 class Matcher:
     """Finds the forms in ``data``: ``analyze(data)`` gives the spans of complete forms and where
     an unfinished one may start. Engines are built on first use, over the anchors (each form's
-    first :data:`ANCHOR` bytes; Hyperscan's database also holds the escape byte, so its scan
-    tells whether ``data`` holds escape sequences at no extra cost; for the others a ``find``
-    does, which keeps Aho-Corasick's start-byte prefilter when the forms allow one):
+    first :data:`ANCHOR` bytes):
 
     - Aho-Corasick (``ahocorasick-rs``, a core dependency, ~1.6 GB/s with hundreds of forms):
       one non-overlapping scan (standard semantics: each match reported is the one ending first
@@ -65,7 +66,9 @@ class Matcher:
     - A compiled ``re`` alternation when neither is importable (a few MB/s).
     """
 
-    def __init__(self, forms: list[bytes]) -> None:
+    def __init__(self, forms: list[bytes], *, hyperscan: bool = True) -> None:
+        """``hyperscan=False``: never Hyperscan (its scratch space serves one thread at a time;
+        the process masker is called from any thread)."""
         groups: dict[bytes, list[bytes]] = {}
         for form in forms:
             groups.setdefault(form[:ANCHOR], []).append(form)
@@ -77,29 +80,23 @@ class Matcher:
         self._lengths = sorted({len(a) for a in self._anchors}, reverse=True)
         self._firsts = {a[0] for a in self._anchors}
         self._reach = max((len(a) for a in self._anchors), default=1) - 1
-        self._escape = len(self._anchors)  # pattern id of the escape byte
         self.count = len(forms)
         self.longest = max((len(f) for f in forms), default=0)
         self._ac: Any = None
         self._re: Any = None
-        self._hs: Any = None  # (database, scratch); False: not available
+        self._hs: Any = None if hyperscan else False  # (database, scratch); False: not used
         self.engine = "none" if not forms else ""
 
     # -- engines: (start, pattern id) of every anchor occurrence ------------------------------
 
     def _hits(self, data: Buffer) -> list[tuple[int, int]]:
-        """Every anchor occurrence, and ``(position, escape id)`` for escape bytes (Hyperscan:
-        each one; otherwise the first)."""
+        """``(start, anchor id)`` of every anchor occurrence, overlapping ones included."""
         bulk = len(data) >= BULK_SCAN or self.count >= MANY_FORMS
         if bulk and self._hs is not False and self._hyperscan():
             return self._hs_hits(data)
         if self._ac is None and self._re is None:
             self._build_ac()
-        hits = self._re_hits(data) if self._ac is None else self._ac_hits(data)
-        at = (data if isinstance(data, bytes) else data.tobytes()).find(_ansi.ESC)
-        if at >= 0:
-            hits.append((at, self._escape))
-        return hits
+        return self._re_hits(data) if self._ac is None else self._ac_hits(data)
 
     def _ac_hits(self, data: Buffer) -> list[tuple[int, int]]:
         found = self._ac.find_matches_as_indexes(data, overlapping=False)
@@ -145,16 +142,19 @@ class Matcher:
             self._re = re.compile(b"(?=(" + b"|".join(re.escape(f) for f in ordered) + b"))")
             self.engine = self.engine or "re"
             return
+        # a DFA is fastest; past a few hundred thousand anchor bytes (thousands of values) its
+        # tables grow large, and the library's own choice (a contiguous NFA) is kept
+        small = sum(len(a) for a in self._anchors) <= DFA_BYTES
         self._ac = ac.BytesAhoCorasick(
             self._anchors,
             matchkind=ac.MATCHKIND_STANDARD,
-            implementation=ac.Implementation.DFA,
+            implementation=ac.Implementation.DFA if small else None,
         )
         self.engine = self.engine or "ahocorasick-rs"
 
     def _hyperscan(self) -> bool:
         if self._hs is None:
-            self._hs = _hyperscan_db([*self._anchors, _ansi.ESC]) or False
+            self._hs = _hyperscan_db(self._anchors) or False
             if self._hs:
                 self.engine = "hyperscan"
         return bool(self._hs)
@@ -172,22 +172,17 @@ class Matcher:
 
     # -- forms ------------------------------------------------------------------------------
 
-    def analyze(self, data: Buffer) -> tuple[list[tuple[int, int]], int, bool]:
-        """``(spans, unfinished, escapes)``: the ``(start, end)`` of every complete form in
-        ``data`` (unsorted, overlapping ones included); where the earliest form that ``data``
-        ends in the middle of starts (``len(data)`` if none); whether ``data`` holds an escape
-        byte."""
+    def analyze(self, data: Buffer) -> tuple[list[tuple[int, int]], int]:
+        """``(spans, unfinished)``: the ``(start, end)`` of every complete form in ``data``
+        (unsorted, overlapping ones included), and where the earliest form that ``data`` ends
+        in the middle of starts (``len(data)`` if none)."""
         size = len(data)
         if not self.count or not size:
-            return [], size, False
+            return [], size
         spans: list[tuple[int, int]] = []
         unfinished = size
-        escapes = False
         anchors, whole, longer = self._anchors, self._whole, self._longer
         for start, i in self._hits(data):
-            if i == self._escape:
-                escapes = True
-                continue
             if whole[i]:
                 spans.append((start, start + len(anchors[i])))
             for form in longer[i]:
@@ -197,7 +192,7 @@ class Matcher:
                         spans.append((start, end))
                 elif start < unfinished and form.startswith(data[start:]):
                     unfinished = start
-        return spans, min(unfinished, self._held_from(data)), escapes
+        return spans, min(unfinished, self._held_from(data))
 
     def _held_from(self, data: Buffer) -> int:
         """Where the longest suffix of ``data`` that is a proper prefix of an anchor starts."""
@@ -237,17 +232,22 @@ def _hyperscan_db(patterns: list[bytes]) -> tuple[Any, Any] | None:
         return None
 
 
-def _scan(matcher: Matcher, data: Buffer) -> tuple[list[Span], int, _ansi.View | None]:
+def _scan(
+    matcher: Matcher, data: Buffer, escapes: bool | None = None
+) -> tuple[list[Span], int, _ansi.View | None]:
     """Merged, sorted masked spans of ``data`` (from the data as it is, and from its view
-    without escape sequences), where an unfinished form may start, and that view."""
-    spans, unfinished, escapes = matcher.analyze(data)
+    without escape sequences), where an unfinished form may start, and that view.
+    ``escapes``: whether ``data`` holds an escape byte, when the caller knows."""
+    spans, unfinished = matcher.analyze(data)
     found: list[Span] = [(a, b, False) for a, b in spans]
     view = None
+    if escapes is None:
+        escapes = _ansi.ESC in (data if isinstance(data, bytes) else data.tobytes())
     if escapes:
         view = _ansi.strip(data)
         if view.escapes_all:
             text = view.text
-            plain, held, _ = matcher.analyze(text)
+            plain, held = matcher.analyze(text)
             found += [(*view.span(a, b), True) for a, b in plain]
             if held < len(text):
                 unfinished = min(unfinished, view.origin(held))
@@ -343,18 +343,19 @@ class StreamMasker:
         data: Buffer = self._tail + chunk if self._tail else chunk
         return [MASK if masked else data[a:b] for a, b, masked in self.segments(data)]
 
-    def segments(self, data: Buffer) -> list[Segment]:
+    def segments(self, data: Buffer, escapes: bool | None = None) -> list[Segment]:
         """The plan for ``data``, which must start with the held bytes (:attr:`held`): the
         ``(start, end, masked)`` pieces to write in order (a masked piece is written as ``***``;
         what lies between pieces is not written); ``data[cut:]`` is held from then on. A relay
         that reads into its own buffer puts :attr:`held` in front of each read and so never
-        concatenates."""
+        concatenates; it may also say whether ``data`` holds an escape byte (``escapes``), which
+        it can find in its buffer without a copy."""
         self._refresh()
         size = len(data)
         if not self._matcher.count:
             self._tail = b""
             return [(0, size, False)] if size else []
-        spans, unfinished, view = _scan(self._matcher, data)
+        spans, unfinished, view = _scan(self._matcher, data, escapes)
         plan, cut = _plan(spans, view, unfinished)
         self._tail = bytes(data[cut:])
         return plan

@@ -120,8 +120,8 @@ class Masker:
 
     Thread-safe. ``add`` is O(forms of the new value); the matcher is rebuilt lazily on the next
     ``mask`` (so registering 10,000 leases costs no quadratic recompiles). Matching is the
-    stream masker's (:mod:`leaseline._stream`: Aho-Corasick or Hyperscan over each form's first
-    bytes, each hit checked against the whole form), on the UTF-8 of the text, and also on the
+    stream masker's (:mod:`leaseline._stream`: Aho-Corasick over each form's first bytes, each
+    hit checked against the whole form), on the UTF-8 of the text, and also on the
     text without terminal escape sequences; memory stays linear in the registered values.
     Overlapping and adjacent matches are masked as one span.
     """
@@ -255,7 +255,7 @@ class Masker:
             matcher = self._matcher
             if matcher is None:
                 self._merge()
-                matcher = self._matcher = Matcher(sorted(self._text))
+                matcher = self._matcher = Matcher(sorted(self._text), hyperscan=False)
             return matcher
 
     def mask(self, text: str) -> str:
