@@ -172,10 +172,10 @@ class Matcher:
 
     # -- forms ------------------------------------------------------------------------------
 
-    def analyze(self, data: Buffer) -> tuple[list[tuple[int, int]], int]:
+    def analyze(self, data: Buffer, *, stream: bool = True) -> tuple[list[tuple[int, int]], int]:
         """``(spans, unfinished)``: the ``(start, end)`` of every complete form in ``data``
         (unsorted, overlapping ones included), and where the earliest form that ``data`` ends
-        in the middle of starts (``len(data)`` if none)."""
+        in the middle of starts (``len(data)`` if none, or if not ``stream``: a whole text)."""
         size = len(data)
         if not self.count or not size:
             return [], size
@@ -192,7 +192,7 @@ class Matcher:
                         spans.append((start, end))
                 elif start < unfinished and form.startswith(data[start:]):
                     unfinished = start
-        return spans, min(unfinished, self._held_from(data))
+        return spans, min(unfinished, self._held_from(data)) if stream else size
 
     def _held_from(self, data: Buffer) -> int:
         """Where the longest suffix of ``data`` that is a proper prefix of an anchor starts."""
@@ -233,12 +233,12 @@ def _hyperscan_db(patterns: list[bytes]) -> tuple[Any, Any] | None:
 
 
 def _scan(
-    matcher: Matcher, data: Buffer, escapes: bool | None = None
+    matcher: Matcher, data: Buffer, escapes: bool | None = None, *, stream: bool = True
 ) -> tuple[list[Span], int, _ansi.View | None]:
     """Merged, sorted masked spans of ``data`` (from the data as it is, and from its view
     without escape sequences), where an unfinished form may start, and that view.
     ``escapes``: whether ``data`` holds an escape byte, when the caller knows."""
-    spans, unfinished = matcher.analyze(data)
+    spans, unfinished = matcher.analyze(data, stream=stream)
     found: list[Span] = [(a, b, False) for a, b in spans]
     view = None
     if escapes is None:
@@ -247,11 +247,11 @@ def _scan(
         view = _ansi.strip(data)
         if view.escapes_all:
             text = view.text
-            plain, held = matcher.analyze(text)
+            plain, held = matcher.analyze(text, stream=stream)
             found += [(*view.span(a, b), True) for a, b in plain]
             if held < len(text):
                 unfinished = min(unfinished, view.origin(held))
-            if view.partial is not None:
+            if view.partial is not None and stream:
                 unfinished = min(unfinished, view.partial)
         else:
             view = None
@@ -295,7 +295,7 @@ def _plan(spans: list[Span], view: _ansi.View | None, cut: int) -> tuple[list[Se
 
 def mask_block(matcher: Matcher, data: bytes) -> bytes | None:
     """``data`` with every form masked, or ``None`` when it holds none."""
-    spans, _, view = _scan(matcher, data)
+    spans, _, view = _scan(matcher, data, stream=False)
     if not spans:
         return None
     plan, _ = _plan(spans, view, len(data))

@@ -32,17 +32,30 @@ RSS_LIMIT = 150 * 1024 * 1024
 _ESCAPES = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\))")
 
 
+#: starts leaseline from a small process and writes wait4's peak RSS of it to argv[1] (a child
+#: forked from pytest itself would count pytest's resident memory at the fork as its own)
+_LAUNCH = (
+    "import os, sys\n"
+    "pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def _run_measured(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, bytes, int]:
     """Run `leaseline ARGS`, stdout a pipe: (exit code, stdout, peak RSS in bytes of leaseline
     or any process it waited for, from wait4's resource usage)."""
+    rss = tmp_path / "maxrss"
     with (tmp_path / "stderr.txt").open("wb") as err:
-        proc = subprocess.Popen([*LEASELINE, *args], env=env, stdout=subprocess.PIPE, stderr=err)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    proc.stdout.close()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out, usage.ru_maxrss * 1024  # KiB on Linux
+        result = subprocess.run(
+            [sys.executable, "-c", _LAUNCH, str(rss), *LEASELINE, *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            timeout=300,
+        )
+    return result.returncode, result.stdout, int(rss.read_text()) * 1024  # KiB on Linux
 
 
 @pytest.mark.parametrize("size", [20_000, 1_000_000])
