@@ -489,6 +489,10 @@ def _run_session(
     status: int | None = None
     try:
         session.resolve()
+        if mask:  # a value too long to mask in every form: refused, its leases revoked below
+            from .masking import masker
+
+            masker().check_limits()
 
         def rotated(ref: str, old: Any, new: Any) -> None:
             changed.set()

@@ -15,6 +15,7 @@ import fcntl
 import os
 import threading
 
+from ._ansi import ESC
 from ._stream import MASK, StreamMasker
 
 __all__ = ["PIPE_SIZE", "READ_SIZE", "Relay", "big_pipe", "write_all"]
@@ -72,19 +73,23 @@ class Relay(threading.Thread):
     def run(self) -> None:
         masker = self.masker
         # bytearray() is zero-filled lazily by the kernel: a quiet command touches a page or two
-        view = memoryview(bytearray(0))
+        buffer = bytearray(0)
+        view = memoryview(buffer)
         try:
             while True:
                 held = masker.held
                 k = len(held)
-                if len(view) < k + READ_SIZE:  # first read, or longer forms since (a rotation)
-                    view = memoryview(bytearray(READ_SIZE + masker.longest))
+                if len(view) < k + READ_SIZE:  # first read, longer forms since (a rotation),
+                    # or a partial form with escape sequences inside it held
+                    buffer = bytearray(READ_SIZE + max(masker.longest, k))
+                    view = memoryview(buffer)
                 view[:k] = held
                 n = self._read(view[k : k + READ_SIZE])
                 if not n:
                     return
                 data = view[: k + n]
-                for a, b, masked in masker.segments(data):
+                escapes = buffer.find(ESC, 0, k + n) >= 0  # memchr, no copy
+                for a, b, masked in masker.segments(data, escapes):
                     self._out(MASK if masked else data[a:b])
         finally:
             self._out(masker.flush())

@@ -1,24 +1,29 @@
-"""A streaming masker for child-process output: bytes in, bytes out, secrets replaced by ``***``.
+"""Masking bytes: every registered form replaced by ``***``, in one buffer or a stream of reads.
 
-It masks every registered value in every encoded form (``masking.encoded_forms``: raw, base64,
-URL-encoded, JSON-escaped, hex), also when a value arrives split across two reads. Only the
-bytes that could still be the start of a secret are held back between reads: the longest suffix
-of what has been read that is a proper prefix of some form. Ordinary output (a progress line, a
-prompt) therefore passes at once; a partial secret waits for the next read, or for ``flush()``
-at the end of the stream, where the unfinished prefix is masked too.
+:class:`StreamMasker` masks a child's output (``leaseline run``), also when a value arrives split
+across reads; :func:`mask_block` masks one buffer (the process masker uses it for log records).
+Both match the data as it is and, when it holds terminal escape sequences, the data without
+them (:mod:`leaseline._ansi`), so a value a highlighter has coloured in pieces is masked too; the
+escape sequences inside a masked span are kept.
 
-Matching (see :class:`_Matcher`) is Aho-Corasick (``ahocorasick-rs``), or Hyperscan for output in
-bulk when the ``fast`` extra is installed; overlapping and nested forms are masked as one span.
+Memory is linear in the registered forms, whatever their length (a certificate bundle, a
+kubeconfig): the automaton (:class:`Matcher`) holds each form's first :data:`ANCHOR` bytes, and
+each hit is checked against the whole form. A stream holds back only what may still be the
+start of a form: a suffix that begins an anchor, or from a hit whose form is not complete yet
+(so at most the longest form). Ordinary output (a progress line, a prompt) passes at once; a
+partial secret waits for the next read, or for ``flush()`` at the end of the stream, where the
+unfinished prefix is masked too.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
-from . import masking
+from . import _ansi, masking
 
-__all__ = ["MASK", "StreamMasker"]
+__all__ = ["ANCHOR", "MASK", "Matcher", "StreamMasker", "mask_block"]
 
 MASK = masking.MASK.encode()
 
@@ -26,65 +31,74 @@ MASK = masking.MASK.encode()
 Buffer: TypeAlias = "bytes | memoryview"
 #: ``(start, end, masked)``: a piece of the data to write as is, or as ``***``
 Segment: TypeAlias = "tuple[int, int, bool]"
+#: ``(start, end, keeps_escapes)``: a masked span (found in the view without escape sequences)
+Span: TypeAlias = "tuple[int, int, bool]"
+
+#: the automaton holds this many first bytes of each form; longer forms are checked per hit
+ANCHOR = 64
 
 #: chunks at least this large go to Hyperscan when it is installed (its import and database
 #: build cost milliseconds, which output in bulk repays and a prompt or a log line does not)
 BULK_SCAN = 64 * 1024
+
+#: anchor bytes up to which Aho-Corasick is built as a DFA
+DFA_BYTES = 1 << 19
 
 #: with this many forms, Hyperscan is used for every chunk: building an Aho-Corasick DFA of them
 #: costs as much as compiling Hyperscan's database, and one engine is enough
 MANY_FORMS = 64
 
 
-class _Matcher:
-    """Finds every span covered by a form in ``data``, merged; engines are built on first use.
+class Matcher:
+    """Finds the forms in ``data``: ``analyze(data)`` gives the spans of complete forms and where
+    an unfinished one may start. Engines are built on first use, over the anchors (each form's
+    first :data:`ANCHOR` bytes):
 
     - Aho-Corasick (``ahocorasick-rs``, a core dependency, ~1.6 GB/s with hundreds of forms):
       one non-overlapping scan (standard semantics: each match reported is the one ending first
       among those starting at or after where the scan resumed). Every match either is reported
-      or overlaps a reported one, and so lies inside ``longest - 1`` bytes of it; only those
-      small windows are rescanned for overlapping matches, so output with no secret in it costs
-      one scan.
+      or overlaps a reported one, and so lies inside ``longest anchor - 1`` bytes of it; only
+      those small windows are rescanned for overlapping matches, so output with no secret in it
+      costs one scan.
     - Hyperscan (extra ``fast``; x86-64 Linux, macOS, Windows; ~3.4 GB/s, SIMD literal
       matching) for chunks of :data:`BULK_SCAN` bytes and more: it reports every match with
       its leftmost start, overlapping ones included, in one pass.
     - A compiled ``re`` alternation when neither is importable (a few MB/s).
     """
 
-    def __init__(self, forms: list[bytes]) -> None:
-        self._forms = forms
-        self._reach = max((len(f) for f in forms), default=1) - 1
+    def __init__(self, forms: list[bytes], *, hyperscan: bool = True) -> None:
+        """``hyperscan=False``: never Hyperscan (its scratch space serves one thread at a time;
+        the process masker is called from any thread)."""
+        groups: dict[bytes, list[bytes]] = {}
+        for form in forms:
+            groups.setdefault(form[:ANCHOR], []).append(form)
+        self._anchors = sorted(groups)
+        self._index = {a: i for i, a in enumerate(self._anchors)}
+        #: per anchor: is it a whole form, and the longer forms it starts
+        self._whole = [any(len(f) == len(a) for f in groups[a]) for a in self._anchors]
+        self._longer = [[f for f in groups[a] if len(f) > len(a)] for a in self._anchors]
+        self._lengths = sorted({len(a) for a in self._anchors}, reverse=True)
+        self._firsts = {a[0] for a in self._anchors}
+        self._reach = max((len(a) for a in self._anchors), default=1) - 1
+        self.count = len(forms)
+        self.longest = max((len(f) for f in forms), default=0)
         self._ac: Any = None
         self._re: Any = None
-        self._hs: Any = None  # (database, scratch); False: not available
+        self._hs: Any = None if hyperscan else False  # (database, scratch); False: not used
         self.engine = "none" if not forms else ""
 
-    def spans(self, data: Buffer) -> list[tuple[int, int]]:
-        """Merged, sorted ``(start, end)`` spans of ``data`` that any form covers."""
-        if not self._forms:
-            return []
-        bulk = len(data) >= BULK_SCAN or len(self._forms) >= MANY_FORMS
-        if bulk and self._hs is not False and self._hyperscan():
-            raw = self._hs_spans(data)
-        else:
-            raw = self._ac_spans(data)
-        if not raw:
-            return []
-        raw.sort()
-        merged: list[tuple[int, int]] = []
-        for start, end in raw:
-            if merged and start <= merged[-1][1]:
-                if end > merged[-1][1]:
-                    merged[-1] = (merged[-1][0], end)
-            else:
-                merged.append((start, end))
-        return merged
+    # -- engines: (start, pattern id) of every anchor occurrence ------------------------------
 
-    def _ac_spans(self, data: Buffer) -> list[tuple[int, int]]:
+    def _hits(self, data: Buffer) -> list[tuple[int, int]]:
+        """``(start, anchor id)`` of every anchor occurrence, overlapping ones included."""
+        bulk = len(data) >= BULK_SCAN or self.count >= MANY_FORMS
+        if bulk and self._hs is not False and self._hyperscan():
+            return self._hs_hits(data)
         if self._ac is None and self._re is None:
             self._build_ac()
-        if self._ac is None:
-            return [m.span(1) for m in self._re.finditer(data)]
+        return self._re_hits(data) if self._ac is None else self._ac_hits(data)
+
+    def _ac_hits(self, data: Buffer) -> list[tuple[int, int]]:
         found = self._ac.find_matches_as_indexes(data, overlapping=False)
         if not found:
             return []
@@ -96,13 +110,27 @@ class _Matcher:
                 windows[-1][1] = max(windows[-1][1], hi)
             else:
                 windows.append([lo, hi])
-        raw: list[tuple[int, int]] = []
+        hits: list[tuple[int, int]] = []
         for lo, hi in windows:
-            raw.extend(
-                (lo + s, lo + e)
-                for _, s, e in self._ac.find_matches_as_indexes(data[lo:hi], overlapping=True)
+            hits.extend(
+                (lo + s, i)
+                for i, s, _ in self._ac.find_matches_as_indexes(data[lo:hi], overlapping=True)
             )
-        return raw
+        return hits
+
+    def _re_hits(self, data: Buffer) -> list[tuple[int, int]]:
+        # the lookahead finds the longest anchor at each position; the shorter ones there are
+        # looked up by length
+        index, lengths, hits = self._index, self._lengths, []
+        for m in self._re.finditer(data):
+            start = m.start(1)
+            found = m.group(1)
+            for n in lengths:
+                if n <= len(found):
+                    i = index.get(bytes(data[start : start + n]))
+                    if i is not None:
+                        hits.append((start, i))
+        return hits
 
     def _build_ac(self) -> None:
         try:
@@ -110,37 +138,79 @@ class _Matcher:
         except ImportError:  # pragma: no cover - a core dependency; kept for broken installs
             import re
 
-            # a lookahead finds the longest form starting at every position, overlapping ones too
-            ordered = sorted(self._forms, key=len, reverse=True)
+            ordered = sorted(self._anchors, key=len, reverse=True)
             self._re = re.compile(b"(?=(" + b"|".join(re.escape(f) for f in ordered) + b"))")
             self.engine = self.engine or "re"
             return
+        # a DFA is fastest; past a few hundred thousand anchor bytes (thousands of values) its
+        # tables grow large, and the library's own choice (a contiguous NFA) is kept
+        small = sum(len(a) for a in self._anchors) <= DFA_BYTES
         self._ac = ac.BytesAhoCorasick(
-            self._forms, matchkind=ac.MATCHKIND_STANDARD, implementation=ac.Implementation.DFA
+            self._anchors,
+            matchkind=ac.MATCHKIND_STANDARD,
+            implementation=ac.Implementation.DFA if small else None,
         )
         self.engine = self.engine or "ahocorasick-rs"
 
     def _hyperscan(self) -> bool:
         if self._hs is None:
-            self._hs = _hyperscan_db(self._forms) or False
+            self._hs = _hyperscan_db(self._anchors) or False
             if self._hs:
                 self.engine = "hyperscan"
         return bool(self._hs)
 
-    def _hs_spans(self, data: Buffer) -> list[tuple[int, int]]:
+    def _hs_hits(self, data: Buffer) -> list[tuple[int, int]]:
         db, scratch = self._hs
-        raw: list[tuple[int, int]] = []
-        add = raw.append
+        hits: list[tuple[int, int]] = []
+        add = hits.append
 
-        def found(_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            add((start, end))
+        def found(i: int, start: int, _end: int, _flags: int, _ctx: object) -> None:
+            add((start, i))
 
         db.scan(data, match_event_handler=found, scratch=scratch)
-        return raw
+        return hits
+
+    # -- forms ------------------------------------------------------------------------------
+
+    def analyze(self, data: Buffer, *, stream: bool = True) -> tuple[list[tuple[int, int]], int]:
+        """``(spans, unfinished)``: the ``(start, end)`` of every complete form in ``data``
+        (unsorted, overlapping ones included), and where the earliest form that ``data`` ends
+        in the middle of starts (``len(data)`` if none, or if not ``stream``: a whole text)."""
+        size = len(data)
+        if not self.count or not size:
+            return [], size
+        spans: list[tuple[int, int]] = []
+        unfinished = size
+        anchors, whole, longer = self._anchors, self._whole, self._longer
+        for start, i in self._hits(data):
+            if whole[i]:
+                spans.append((start, start + len(anchors[i])))
+            for form in longer[i]:
+                end = start + len(form)
+                if end <= size:
+                    if form.startswith(data[start:end]):
+                        spans.append((start, end))
+                elif start < unfinished and form.startswith(data[start:]):
+                    unfinished = start
+        return spans, min(unfinished, self._held_from(data)) if stream else size
+
+    def _held_from(self, data: Buffer) -> int:
+        """Where the longest suffix of ``data`` that is a proper prefix of an anchor starts."""
+        size, anchors, firsts = len(data), self._anchors, self._firsts
+        for k in range(min(self._reach, size), 0, -1):
+            if data[size - k] not in firsts:
+                continue
+            suffix = bytes(data[size - k :])
+            j = bisect_left(anchors, suffix)
+            if j < len(anchors) and anchors[j] == suffix:
+                j += 1
+            if j < len(anchors) and anchors[j].startswith(suffix):
+                return size - k
+        return size
 
 
-def _hyperscan_db(forms: list[bytes]) -> tuple[Any, Any] | None:
-    """A block-mode Hyperscan database of the literal forms, and its scratch space; ``None``
+def _hyperscan_db(patterns: list[bytes]) -> tuple[Any, Any] | None:
+    """A block-mode Hyperscan database of the byte strings, and its scratch space; ``None``
     when Hyperscan is not installed or refuses (a CPU without SSSE3, say)."""
     try:
         import hyperscan
@@ -148,36 +218,107 @@ def _hyperscan_db(forms: list[bytes]) -> tuple[Any, Any] | None:
         return None
     try:
         db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        # every byte escaped (the binding's literal mode stops a pattern at its first NUL byte,
+        # which UTF-16 forms have)
+        escaped = [b"".join(b"\\x%02x" % c for c in p) for p in patterns]
         db.compile(
-            expressions=forms,
-            ids=list(range(len(forms))),
-            elements=len(forms),
-            flags=[hyperscan.HS_FLAG_SOM_LEFTMOST] * len(forms),
-            literal=True,
+            expressions=escaped,
+            ids=list(range(len(patterns))),
+            elements=len(patterns),
+            flags=[hyperscan.HS_FLAG_SOM_LEFTMOST] * len(patterns),
         )
         return db, hyperscan.Scratch(db)
     except hyperscan.error:
         return None
 
 
+def _scan(
+    matcher: Matcher, data: Buffer, escapes: bool | None = None, *, stream: bool = True
+) -> tuple[list[Span], int, _ansi.View | None]:
+    """Merged, sorted masked spans of ``data`` (from the data as it is, and from its view
+    without escape sequences), where an unfinished form may start, and that view.
+    ``escapes``: whether ``data`` holds an escape byte, when the caller knows."""
+    spans, unfinished = matcher.analyze(data, stream=stream)
+    found: list[Span] = [(a, b, False) for a, b in spans]
+    view = None
+    if escapes is None:
+        escapes = _ansi.ESC in (data if isinstance(data, bytes) else data.tobytes())
+    if escapes:
+        view = _ansi.strip(data)
+        if view.escapes_all:
+            text = view.text
+            plain, held = matcher.analyze(text, stream=stream)
+            found += [(*view.span(a, b), True) for a, b in plain]
+            if held < len(text):
+                unfinished = min(unfinished, view.origin(held))
+            if view.partial is not None and stream:
+                unfinished = min(unfinished, view.partial)
+        else:
+            view = None
+    return _merged(found), unfinished, view
+
+
+def _merged(spans: list[Span]) -> list[Span]:
+    """Overlapping and adjacent spans as one (keeping escapes only if all of them do)."""
+    spans.sort()
+    merged: list[Span] = []
+    for start, end, porous in spans:
+        if merged and start <= merged[-1][1]:
+            last = merged[-1]
+            merged[-1] = (last[0], max(end, last[1]), last[2] and porous)
+        else:
+            merged.append((start, end, porous))
+    return merged
+
+
+def _plan(spans: list[Span], view: _ansi.View | None, cut: int) -> tuple[list[Segment], int]:
+    """The pieces to write for ``data[:cut]`` (a span running past ``cut`` moves it back to the
+    span's start), and the new cut."""
+    out: list[Segment] = []
+    pos = 0
+    for start, end, porous in spans:
+        if start >= cut:
+            break
+        if end > cut:  # a match running into the held bytes: hold it whole
+            cut = start
+            break
+        if start > pos:
+            out.append((pos, start, False))
+        out.append((start, end, True))
+        if porous and view is not None:  # keep the colours: the escapes inside, after ***
+            out.extend((a, b, False) for a, b in view.escapes(start, end))
+        pos = end
+    if cut > pos:
+        out.append((pos, cut, False))
+    return out, cut
+
+
+def mask_block(matcher: Matcher, data: bytes) -> bytes | None:
+    """``data`` with every form masked, or ``None`` when it holds none."""
+    spans, _, view = _scan(matcher, data, stream=False)
+    if not spans:
+        return None
+    plan, _ = _plan(spans, view, len(data))
+    return b"".join(MASK if masked else data[a:b] for a, b, masked in plan)
+
+
 class StreamMasker:
     """Mask one output stream. ``feed(chunk)`` returns what may be written now; ``flush()`` the rest.
 
-    ``forms`` is a callable returning the current set of strings to mask (by default the process
-    masker's ``forms``); it is re-read on every ``feed`` and the automaton rebuilt when it changes,
-    so a value registered mid-stream (a rotated credential) is masked from then on.
+    ``forms`` is a callable returning the current set of strings (``str``: masked in UTF-8, or
+    ``bytes``) to mask (by default the process masker's ``stream_forms``); it is re-read on every
+    ``feed`` and the automaton rebuilt when it changes, so a value registered mid-stream (a
+    rotated credential) is masked from then on.
 
     >>> s = StreamMasker(lambda: frozenset({"hunter22"}))
     >>> s.feed(b"pw: hunt") + s.feed(b"er22!\\n") + s.flush()
     b'pw: ***!\\n'
     """
 
-    def __init__(self, forms: Callable[[], Iterable[str]] | None = None) -> None:
-        self._source = forms or (lambda: masking.masker().forms)
+    def __init__(self, forms: Callable[[], Iterable[str | bytes]] | None = None) -> None:
+        self._source = forms or (lambda: masking.masker().stream_forms)
         self._seen: object = None
-        self._matcher = _Matcher([])
-        self._prefixes: frozenset[bytes] = frozenset()
-        self._longest = 0
+        self._matcher = Matcher([])
         self._tail = b""
         self._refresh()
 
@@ -186,21 +327,8 @@ class StreamMasker:
         if current is self._seen:
             return
         self._seen = current
-        forms = sorted({f.encode() for f in current if f})
-        self._matcher = _Matcher(forms)
-        self._prefixes = frozenset(f[:i] for f in forms for i in range(1, len(f)))
-        self._longest = max((len(f) for f in forms), default=0)
-
-    def _held(self, data: Buffer) -> int:
-        """Length of the longest suffix of ``data`` that may be the start of a form."""
-        prefixes = self._prefixes
-        if not prefixes:
-            return 0
-        end = bytes(data[-(self._longest - 1) :]) if self._longest > 1 else b""
-        for k in range(len(end), 0, -1):
-            if end[-k:] in prefixes:
-                return k
-        return 0
+        forms = {f.encode("utf-8", "surrogatepass") if isinstance(f, str) else f for f in current}
+        self._matcher = Matcher(sorted(f for f in forms if f))
 
     def feed(self, chunk: bytes) -> bytes:
         """Mask ``chunk`` (with what was held back from the previous call)."""
@@ -215,36 +343,22 @@ class StreamMasker:
         data: Buffer = self._tail + chunk if self._tail else chunk
         return [MASK if masked else data[a:b] for a, b, masked in self.segments(data)]
 
-    def segments(self, data: Buffer) -> list[Segment]:
+    def segments(self, data: Buffer, escapes: bool | None = None) -> list[Segment]:
         """The plan for ``data``, which must start with the held bytes (:attr:`held`): the
-        ``(start, end, masked)`` pieces covering ``data[:cut]`` in order (a masked piece is
-        written as ``***``); ``data[cut:]`` is held from then on. A relay that reads into its
-        own buffer puts :attr:`held` in front of each read and so never concatenates."""
+        ``(start, end, masked)`` pieces to write in order (a masked piece is written as ``***``;
+        what lies between pieces is not written); ``data[cut:]`` is held from then on. A relay
+        that reads into its own buffer puts :attr:`held` in front of each read and so never
+        concatenates; it may also say whether ``data`` holds an escape byte (``escapes``), which
+        it can find in its buffer without a copy."""
         self._refresh()
         size = len(data)
-        if not self._longest:
+        if not self._matcher.count:
             self._tail = b""
             return [(0, size, False)] if size else []
-        spans = self._matcher.spans(data)
-        return self._plan(data, spans, size - self._held(data))
-
-    def _plan(self, data: Buffer, spans: list[tuple[int, int]], cut: int) -> list[Segment]:
-        out: list[Segment] = []
-        pos = 0
-        for start, end in spans:
-            if start >= cut:
-                break
-            if end > cut:  # a match running into the held bytes: hold it whole
-                cut = start
-                break
-            if start > pos:
-                out.append((pos, start, False))
-            out.append((start, end, True))
-            pos = end
-        if cut > pos:
-            out.append((pos, cut, False))
+        spans, unfinished, view = _scan(self._matcher, data, escapes)
+        plan, cut = _plan(spans, view, unfinished)
         self._tail = bytes(data[cut:])
-        return out
+        return plan
 
     def flush(self) -> bytes:
         """End of stream: what is held back, masked (an unfinished secret prefix becomes ``***``)."""
@@ -252,13 +366,11 @@ class StreamMasker:
         data, self._tail = self._tail, b""
         if not data:
             return b""
-        plan = self._plan(data, self._matcher.spans(data), len(data))
-        out = b"".join(MASK if masked else data[a:b] for a, b, masked in plan)
-        rest, self._tail = self._tail, b""
-        held = self._held(out) if out else 0
-        if held >= masking.MIN_LENGTH:  # an unfinished secret: print no part of it
-            out = out[:-held] + MASK
-        return out + rest
+        spans, unfinished, view = _scan(self._matcher, data)
+        if len(data) - unfinished >= masking.MIN_LENGTH:  # an unfinished secret: no part of it
+            spans = _merged([*spans, (unfinished, len(data), False)])
+        plan, _ = _plan(spans, view, len(data))
+        return b"".join(MASK if masked else data[a:b] for a, b, masked in plan)
 
     @property
     def held(self) -> bytes:
@@ -267,9 +379,10 @@ class StreamMasker:
 
     @property
     def longest(self) -> int:
-        """Length of the longest form: at most this minus one bytes are ever held."""
+        """Length of the longest form: at most this many bytes are held, escape sequences
+        inside a partial form aside."""
         self._refresh()
-        return self._longest
+        return self._matcher.longest
 
     @property
     def pending(self) -> int:

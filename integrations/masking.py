@@ -15,7 +15,6 @@ logged or reach ``sys.excepthook``/``threading.excepthook`` (:func:`scrub_traceb
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import re
@@ -27,74 +26,188 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from ._exceptions import ConfigError
+
 __all__ = [
     "MASK",
+    "MAX_FORM",
+    "MIN_LENGTH",
     "Masker",
     "MaskingFilter",
+    "TooLongToMask",
     "encoded_forms",
     "install_logging",
     "masker",
     "scrub_traceback",
+    "stream_forms",
 ]
 
 MASK = "***"
 #: values shorter than this are not masked: masking "1" or "on" would shred every line.
 MIN_LENGTH = 4
+#: no encoded form longer than this (UTF-8 bytes) is registered: matching holds back at most one
+#: form, so this bounds what a stream masker may keep in memory. A 2 MB value fits in every form
+#: (hex and UTF-16 double it); `leaseline run` refuses a value that does not (:class:`TooLongToMask`).
+MAX_FORM = 8 * 1024 * 1024
+
+log = logging.getLogger("leaseline.masking")
+
+
+class TooLongToMask(ConfigError):
+    """A secret value is too long to be masked in every encoded form (:data:`MAX_FORM`)."""
+
+
+def _b64_cores(raw: bytes, altchars: bytes | None) -> list[str]:
+    """Base64 of ``raw`` as it appears inside a longer encoded string, at each of the three
+    alignments (``raw`` preceded by 0, 1 or 2 bytes, as a password is in ``user:password``):
+    the characters made of ``raw``'s bits alone."""
+    cores = []
+    for pad in range(3):
+        enc = base64.b64encode(b"\0" * pad + raw + b"\0\0", altchars=altchars).decode()
+        cores.append(enc[-(-8 * pad // 6) : (8 * (pad + len(raw))) // 6])
+    return cores
+
+
+def _lower_escapes(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), text)
+
+
+def _form_size(form: str) -> int:
+    return len(form) if form.isascii() else len(form.encode("utf-8", "surrogatepass"))
+
+
+def _all_forms(value: str) -> set[str]:
+    raw = value.encode("utf-8", "surrogatepass")
+    b64 = base64.b64encode(raw).decode()
+    variants = {value}
+    if "\n" in value:  # a pty (and many writers) end lines with \r\n
+        variants.add(value.replace("\r\n", "\n").replace("\n", "\r\n"))
+        variants.add(value.replace("\r\n", "\n"))
+    forms = set(variants)
+    forms |= {b64, b64.rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    forms |= {*_b64_cores(raw, None), *_b64_cores(raw, b"-_")}
+    for encoded in (quote(value, safe=""), quote(value), quote_plus(value)):
+        forms |= {encoded, _lower_escapes(encoded)}
+    for ascii_only in (True, False):
+        once = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        twice = json.dumps(once, ensure_ascii=ascii_only)[1:-1]  # JSON inside a JSON string
+        forms |= {once, twice}
+    forms |= {raw.hex(), raw.hex().upper()}
+    return forms
+
+
+def _registered(value: str) -> tuple[set[bytes], set[bytes], bool]:
+    """``value``'s forms in text and in a program's output (UTF-8 bytes), and whether every form
+    fits in :data:`MAX_FORM` bytes."""
+    if len(value) > MAX_FORM:
+        return set(), set(), False
+    forms = {f for f in _all_forms(value) if _form_size(f) >= MIN_LENGTH}
+    text = {f.encode("utf-8", "surrogatepass") for f in forms if _form_size(f) <= MAX_FORM}
+    variants = {value, value.replace("\r\n", "\n").replace("\n", "\r\n")}
+    utf16 = {v.encode("utf-16-le", "surrogatepass") for v in variants}
+    stream = text | {f for f in utf16 if len(f) <= MAX_FORM}
+    return text, stream, len(text) == len(forms) and len(stream) == len(text | utf16)
 
 
 def encoded_forms(value: str) -> set[str]:
-    """``value`` and the forms it takes when encoded: base64 (standard, URL-safe, unpadded),
-    URL-encoding, JSON string escaping, hex."""
-    raw = value.encode()
-    forms = {
-        value,
-        base64.b64encode(raw).decode(),
-        base64.b64encode(raw).decode().rstrip("="),
-        base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        quote(value, safe=""),
-        quote_plus(value),
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-        binascii.hexlify(raw).decode(),
-        binascii.hexlify(raw).decode().upper(),
-    }
-    return {f for f in forms if len(f) >= MIN_LENGTH}
+    """``value`` and the forms it takes when encoded: base64 (standard, URL-safe, unpadded, and
+    at each of the three alignments inside longer base64), URL-encoding (upper- and lower-case
+    ``%xx``), JSON string escaping (once, and twice: JSON inside a JSON string), hex, and for a
+    multi-line value its ``\\r\\n`` and ``\\n`` line ends. Forms shorter than :data:`MIN_LENGTH`
+    or longer than :data:`MAX_FORM` bytes are left out."""
+    return {f.decode("utf-8", "surrogatepass") for f in _registered(value)[0]}
+
+
+def stream_forms(value: str) -> set[bytes]:
+    """The byte strings a program's output may hold ``value`` as: :func:`encoded_forms` in
+    UTF-8, and ``value`` in UTF-16LE (also with ``\\r\\n`` line ends)."""
+    return _registered(value)[1]
 
 
 class Masker:
     """A set of secret strings and a fast ``mask(text)``.
 
     Thread-safe. ``add`` is O(forms of the new value); the matcher is rebuilt lazily on the next
-    ``mask`` (so registering 10,000 leases costs no quadratic recompiles). With many forms the
-    matcher is Aho-Corasick (``ahocorasick-rs``), else a compiled ``re`` alternation.
+    ``mask`` (so registering 10,000 leases costs no quadratic recompiles). Matching is the
+    stream masker's (:mod:`leaseline._stream`: Aho-Corasick over each form's first bytes, each
+    hit checked against the whole form), on the UTF-8 of the text, and also on the
+    text without terminal escape sequences; memory stays linear in the registered values.
+    Overlapping and adjacent matches are masked as one span.
     """
-
-    #: above this many forms, use Aho-Corasick when it is installed
-    AC_THRESHOLD = 64
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: set[str] = set()
-        self._forms: frozenset[str] = frozenset()
-        self._pending: set[str] = set()
-        self._matcher: Callable[[str], str] | None = None
-        self._finder: Callable[[str], bool] | None = None
+        self._text: frozenset[bytes] = frozenset()  # forms in text (UTF-8)
+        self._stream: frozenset[bytes] = frozenset()  # ... and in a program's output
+        self._pending: set[bytes] = set()
+        self._pending_stream: set[bytes] = set()
+        self._str_forms: frozenset[str] | None = None
+        self._matcher: Any = None
         self._listeners: list[Callable[[str], None]] = []
+        self._too_long: list[int] = []
+        self._warned_short = False
 
     def add(self, value: str) -> bool:
-        """Register ``value`` (and its encoded forms). Returns ``True`` when it is new."""
-        if not isinstance(value, str) or len(value) < MIN_LENGTH:
+        """Register ``value`` (and its encoded forms). Returns ``True`` when it is new.
+
+        A value shorter than :data:`MIN_LENGTH` is not masked (one warning per process says so);
+        one with a form longer than :data:`MAX_FORM` bytes is masked in its shorter forms only
+        (a warning each time, and :meth:`check_limits` raises)."""
+        if not isinstance(value, str) or not value:
+            return False
+        if len(value) < MIN_LENGTH:
+            self._warn_short(len(value))
             return False
         with self._lock:
             if value in self._values:
                 return False
             self._values.add(value)
-            self._pending |= encoded_forms(value)
+        text, stream, whole = _registered(value)
+        with self._lock:
+            self._pending |= text
+            self._pending_stream |= stream
             self._matcher = None
+            self._str_forms = None
+            if not whole:
+                self._too_long.append(len(value.encode("utf-8", "surrogatepass")))
             listeners = list(self._listeners)
+        if not whole:
+            log.warning(
+                "leaseline: a secret value of %d bytes is too long to mask in every encoded form "
+                "(the limit is %d bytes per form): only its shorter forms are masked "
+                "(`leaseline run` refuses it unless --no-mask)",
+                len(value.encode("utf-8", "surrogatepass")),
+                MAX_FORM,
+            )
         for listener in listeners:
             listener(value)
         return True
+
+    def _warn_short(self, length: int) -> None:
+        with self._lock:
+            if self._warned_short:
+                return
+            self._warned_short = True
+        log.warning(
+            "leaseline: a secret value of %d character(s) is too short to mask (values under %d "
+            "characters are never masked: masking them would shred every line); it can appear "
+            "in logs and output as it is. This is said once per process.",
+            length,
+            MIN_LENGTH,
+        )
+
+    def check_limits(self) -> None:
+        """Raise :class:`TooLongToMask` if a value registered is not masked in every form."""
+        with self._lock:
+            sizes = list(self._too_long)
+        if sizes:
+            raise TooLongToMask(
+                f"{len(sizes)} secret value(s) too long to mask (the longest is {max(sizes)} "
+                f"bytes; each encoded form must fit in {MAX_FORM} bytes): nothing was started. "
+                "Pass such a value as a --file the command reads without printing it, with "
+                "--no-mask, or store a smaller value"
+            )
 
     def add_many(self, values: Iterable[str]) -> None:
         for value in values:
@@ -108,14 +221,30 @@ class Masker:
         for value in current:
             listener(value)
 
+    def _merge(self) -> None:  # with the lock held
+        if self._pending:
+            self._text = self._text | self._pending
+            self._pending = set()
+        if self._pending_stream:
+            self._stream = self._stream | self._pending_stream
+            self._pending_stream = set()
+
     @property
     def forms(self) -> frozenset[str]:
-        """Every registered string in every encoded form (for streaming maskers)."""
+        """Every registered string in every encoded form, as text."""
         with self._lock:
-            if self._pending:
-                self._forms = self._forms | self._pending
-                self._pending = set()
-            return self._forms
+            self._merge()
+            if self._str_forms is None:
+                self._str_forms = frozenset(f.decode("utf-8", "surrogatepass") for f in self._text)
+            return self._str_forms
+
+    @property
+    def stream_forms(self) -> frozenset[bytes]:
+        """Every form a program's output may hold a registered value in (for stream maskers);
+        the same object until a value is added."""
+        with self._lock:
+            self._merge()
+            return self._stream
 
     def __len__(self) -> int:
         return len(self._values)
@@ -128,72 +257,43 @@ class Masker:
         """True once any value is registered (cheap check for hot paths)."""
         return bool(self._values)
 
-    def _build(self) -> tuple[Callable[[str], str], Callable[[str], bool]]:
+    def _build(self) -> Any:
+        from ._stream import Matcher
+
         with self._lock:
-            matcher, finder = self._matcher, self._finder
-            if matcher is not None and finder is not None:
-                return matcher, finder
-            if self._pending:
-                self._forms = self._forms | self._pending
-                self._pending = set()
-            ordered = sorted(self._forms, key=len, reverse=True)
-            matcher, finder = _compile(ordered)
-            self._matcher, self._finder = matcher, finder
-            return matcher, finder
+            matcher = self._matcher
+            if matcher is None:
+                self._merge()
+                matcher = self._matcher = Matcher(sorted(self._text), hyperscan=False)
+            return matcher
 
     def mask(self, text: str) -> str:
         if not text or not self._values:
             return text
-        matcher = self._matcher
-        if matcher is None:
-            matcher = self._build()[0]
-        return matcher(text)
+        from ._stream import mask_block
+
+        matcher = self._matcher or self._build()
+        out = mask_block(matcher, text.encode("utf-8", "surrogatepass"))
+        return text if out is None else out.decode("utf-8", "surrogatepass")
 
     def contains_secret(self, text: str) -> bool:
         if not text or not self._values:
             return False
-        finder = self._finder if self._matcher is not None else None
-        if finder is None:
-            finder = self._build()[1]
-        return finder(text)
+        from ._stream import mask_block
+
+        matcher = self._matcher or self._build()
+        return mask_block(matcher, text.encode("utf-8", "surrogatepass")) is not None
 
     def clear(self) -> None:
         """Forget every value (tests)."""
         with self._lock:
             self._values.clear()
-            self._forms = frozenset()
+            self._text = self._stream = frozenset()
             self._pending = set()
+            self._pending_stream = set()
+            self._str_forms = None
             self._matcher = None
-            self._finder = None
-
-
-def _compile(ordered: list[str]) -> tuple[Callable[[str], str], Callable[[str], bool]]:
-    """A masking function and a search function for ``ordered`` (longest first)."""
-    if len(ordered) > Masker.AC_THRESHOLD:
-        try:
-            import ahocorasick_rs
-        except ImportError:
-            pass
-        else:
-            automaton = ahocorasick_rs.AhoCorasick(
-                ordered, matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST
-            )
-
-            def ac_mask(text: str) -> str:
-                found = automaton.find_matches_as_indexes(text)
-                if not found:
-                    return text
-                parts, pos = [], 0
-                for _, start, end in found:
-                    parts.append(text[pos:start])
-                    parts.append(MASK)
-                    pos = end
-                parts.append(text[pos:])
-                return "".join(parts)
-
-            return ac_mask, lambda text: bool(automaton.find_matches_as_indexes(text))
-    pattern = re.compile("|".join(re.escape(f) for f in ordered))
-    return (lambda text: pattern.sub(MASK, text)), (lambda text: pattern.search(text) is not None)
+            self._too_long = []
 
 
 _masker = Masker()

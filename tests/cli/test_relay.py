@@ -115,3 +115,32 @@ def test_a_value_registered_mid_stream_is_masked_from_then_on() -> None:
     reader.join(30)
     assert late.encode() not in got
     assert got.endswith(b"\nnew=***\n")
+
+
+def test_coloured_values_in_uneven_writes_are_masked() -> None:
+    """Colour codes inside values, through the relay's own buffer (it tells the masker where
+    escape bytes are): every value masked, every colour code kept."""
+    values = [f"sk-proj-{secrets.token_hex(16)}" for _ in range(20)]
+    forms = frozenset().union(*(encoded_forms(v) for v in values))
+    lines, expected = [], []
+    for i in range(20_000):
+        v = values[i % 20]
+        if i % 50 == 0:
+            lines.append(f"\x1b[2m{i}\x1b[0m key \x1b[33m{v[:8]}\x1b[1;93m{v[8:]}\x1b[0m\n")
+            expected.append(f"\x1b[2m{i}\x1b[0m key \x1b[33m***\x1b[1;93m\x1b[0m\n")
+        else:
+            lines.append(f"\x1b[2m{i}\x1b[0m step {i}\n")
+            expected.append(lines[-1])
+    text = "".join(lines).encode()
+    relay, src_w, dst_r = _relay(forms)
+    dst_w = relay.dst
+    got = bytearray()
+    reader = _reader(dst_r, got)
+    relay.start()
+    for chunk in _writes(text, 3):
+        os.write(src_w, chunk)
+    os.close(src_w)
+    relay.join(30)
+    os.close(dst_w)
+    reader.join(30)
+    assert bytes(got) == "".join(expected).encode()
