@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 from urllib.parse import quote
 
@@ -275,7 +276,15 @@ def test_kill_9_of_leaseline_then_revoke_orphaned(
     )
     _wait_line(proc, "ready")
     ledger = tmp_path / "ledger.jsonl"
-    runs = [json.loads(line) for line in ledger.read_text().splitlines()]
+    # leaseline records the run right after the child started; the child may say "ready" first
+    deadline = time.monotonic() + 30
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if ledger.exists():
+            runs = [json.loads(line) for line in ledger.read_text().splitlines()]
+            if any(r["op"] == "run" for r in runs):
+                break
+        time.sleep(0.05)
     child_pid = next(r["child_pid"] for r in runs if r["op"] == "run")
     proc.kill()
     proc.communicate(timeout=30)
