@@ -1,6 +1,7 @@
 """A real MLflow tracking server with basic auth, started once per test session.
 
-``mlflow server --app-name basic-auth`` on a free loopback port, sqlite backend store and auth
+``mlflow server --app-name basic-auth`` behind gunicorn (two workers, as deployed) on a free
+loopback port, sqlite backend store and auth
 database in a temp dir, admin password generated at run time (never a canary: it is not a value
 leaseline hands out). Users are created and their passwords changed through MLflow's auth REST API.
 """
@@ -94,7 +95,7 @@ class MlflowServer:
         return None if rc is None else f"mlflow server exited with code {rc}"
 
     def stop(self) -> None:
-        # ``mlflow server`` runs uvicorn as a child: stop the whole process group.
+        # ``mlflow server`` runs gunicorn and its workers as children: stop the process group.
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -139,8 +140,12 @@ def start_mlflow_server(workdir: Path, timeout: float = 90) -> MlflowServer:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                # as deployed: gunicorn with two prefork workers (one may serve a request
+                # while the other serves the user's password change)
                 "--workers",
-                "1",
+                "2",
+                "--gunicorn-opts",
+                "--timeout 60 --graceful-timeout 5",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
