@@ -147,7 +147,8 @@ class LeaselineBackend(BaseSecretsBackend):
         config_file: str | None = None,
     ) -> None:
         super().__init__()
-        if _nothing_configured(connections_ref, variables_ref, config_ref, connections):
+        patterns = (connections_lookup_pattern, variables_lookup_pattern, config_lookup_pattern)
+        if _nothing_configured(connections_ref, variables_ref, config_ref, connections, *patterns):
             inherited = _secrets_section_kwargs()
             connections_ref = inherited.get("connections_ref")
             variables_ref = inherited.get("variables_ref")
