@@ -64,6 +64,24 @@ class MlflowServer:
             json={"username": username, "password": password},
         )
 
+    def create_experiment(self, name: str) -> str:
+        """An experiment the admin owns (a user may only read it, by default_permission)."""
+        body = self._request("POST", "/api/2.0/mlflow/experiments/create", json={"name": name})
+        return str(body["experiment_id"])
+
+    def grant(self, username: str, experiment_id: str, permission: str = "EDIT") -> None:
+        """What examples/mlflow/README.md tells the admin to do for a shared experiment."""
+        self._request(
+            "POST",
+            "/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": username,
+                "resource_type": "experiment",
+                "resource_id": experiment_id,
+                "permission": permission,
+            },
+        )
+
     def metric_steps(self, run_id: str, key: str) -> list[int]:
         body = self._request(
             "GET",
