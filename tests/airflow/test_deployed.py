@@ -7,6 +7,7 @@ One deployment per session (``airflow_deployed``), configured as docs/airflow.md
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,15 @@ from tests.airflow.conftest import DEPLOYED_DAG, DeployedRun
 from tests.canary import encodings
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_when_this_module_is_done(airflow_deployed: DeployedRun) -> Iterator[None]:
+    """The deployment is a session fixture, used by this module only: free its processes for
+    the rest of the session as soon as the module is done."""
+    yield
+    airflow_deployed.deployment.stop()
+
 
 TASKS = ("on_local", "on_celery")
 
@@ -46,6 +56,10 @@ def test_the_dag_succeeds_on_both_executors(airflow_deployed: DeployedRun) -> No
     states = {t: ti["state"] for t, ti in result.task_instances.items()}
     assert result.run["state"] == "success", (states, result.deployment.tails())
     assert states == dict.fromkeys(TASKS, "success")
+    executors = {t: ti.get("executor") for t, ti in result.task_instances.items()}
+    assert executors == {"on_local": "LocalExecutor", "on_celery": "CeleryExecutor"}, executors
+    # the Celery task went through the broker to the worker's prefork pool
+    assert "execute_workload" in result.deployment.consoles()["celery-worker"]
     assert sorted(result.creds) == sorted(TASKS), "each task was given its own dynamic login"
     assert result.creds["on_local"]["login"] != result.creds["on_celery"]["login"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,6 +17,15 @@ from tests.canary import encodings
 from tests.prefect.conftest import DeployedRuns
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_when_this_module_is_done(prefect_deployed: DeployedRuns) -> Iterator[None]:
+    """The deployment is a session fixture, used by this module only: free its processes for
+    the rest of the session as soon as the module is done."""
+    yield
+    prefect_deployed.deployment.stop()
+
 
 RUNS = ("served", "pool")
 
