@@ -390,3 +390,24 @@ def test_task_output_is_masked_at_the_source(canary: CanaryFixture) -> None:
     out.write(value[7:] + "\n")
     out.flush()
     assert inner.getvalue() == "raw=***\nb64=***\nsplit=***\n"
+
+
+@pytest.mark.parametrize("component", ["dag-processor", "triggerer"])
+def test_dag_processor_and_triggerer_are_not_task_processes(
+    store: tuple[str, str], monkeypatch: pytest.MonkeyPatch, component: str
+) -> None:
+    # both set the task runner's SUPERVISOR_COMMS, with decoders for their own messages
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+    from pydantic import TypeAdapter
+
+    if component == "dag-processor":
+        from airflow.dag_processing.processor import ToDagProcessor as Messages
+    else:
+        from airflow.jobs.triggerer_job_runner import ToTriggerRunner as Messages
+    comms = SimpleNamespace(body_decoder=TypeAdapter(Messages))
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+    name, config = store
+    assert _dynamic_db(name, config).get_connection("db") is not None
+    assert MemoryBackend.live_leases(name) == [], f"the {component} kept a dynamic lease"

@@ -141,6 +141,8 @@ def start_mlflow_server(workdir: Path, timeout: float = 90) -> MlflowServer:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LEASELINE_"))}
     env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_ini)
     env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(16)
+    # no huey job-runner consumers (a dozen processes): the tests use no server-side jobs
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log_path = workdir / "server.log"
     mlflow_cli = [sys.executable, "-m", "mlflow"]
     with log_path.open("wb") as log:

@@ -129,7 +129,7 @@ def prefect_deployed(
             run = dep.run(f"leaky/{name}")
             flow_runs[name] = run
             task_runs[name] = dep.task_runs(run["id"])
-            logs[name] = dep.logs(run["id"])
+            logs[name] = dep.logs(run["id"], containing="upstream rejected key")
         yield DeployedRuns(dep, key, flow_runs, task_runs, logs)
     finally:
         if dep is not None:

@@ -175,9 +175,20 @@ class PrefectDeployment:
         body = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
         return list(self.api("POST", "task_runs/filter", body))
 
-    def logs(self, flow_run_id: str) -> list[dict[str, Any]]:
+    def logs(
+        self, flow_run_id: str, *, containing: str = "", timeout: float = 60
+    ) -> list[dict[str, Any]]:
+        """The run's logs; with ``containing``, once one holds it (logs are shipped to the API
+        in batches, after the run's final state)."""
         body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
-        return list(self.api("POST", "logs/filter", body))
+        deadline = time.monotonic() + timeout
+        while True:
+            logs = list(self.api("POST", "logs/filter", body))
+            if not containing or any(containing in str(log.get("message")) for log in logs):
+                return logs
+            if time.monotonic() > deadline:
+                return logs
+            time.sleep(1)
 
     def stop(self) -> None:
         for proc in self.procs.values():
