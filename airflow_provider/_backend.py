@@ -4,14 +4,22 @@ Thin on purpose: caching (misses included), leases, renewal, masking and audit l
 This module only turns a conn_id / variable key / config key into a reference, asks the resolver,
 and translates the answer into what Airflow expects (``None`` = not here, fall through;
 ``AirflowSecretsBackendAccessDenied`` = denied, never fall through).
+
+Where it runs matters. In a task process the task's own backend resolves, and the task holds its
+leases until it ends. In the long-running components (api-server, scheduler, DAG processor,
+triggerer) a dynamic lease lives only for the lookup that needed it, and a request a task makes
+through the Execution API (its own backend already missed) is not answered again here.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
 import threading
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
 from airflow.sdk.bases.secrets_backend import BaseSecretsBackend
@@ -45,6 +53,11 @@ _SAFE_KEY = re.compile(r"[\w.\-/@+=,:]+")
 
 _resolvers: dict[str | None, Resolver] = {}
 _resolvers_lock = threading.Lock()
+
+log = logging.getLogger("leaseline.airflow")
+_warned_empty = False
+#: modules of the api-server's Execution API: a lookup made for a task whose backend missed
+_EXECUTION_API = "airflow.api_fastapi.execution_api"
 
 
 def resolver_for(config_file: str | None) -> Resolver:
@@ -134,6 +147,19 @@ class LeaselineBackend(BaseSecretsBackend):
         config_file: str | None = None,
     ) -> None:
         super().__init__()
+        patterns = (connections_lookup_pattern, variables_lookup_pattern, config_lookup_pattern)
+        if _nothing_configured(connections_ref, variables_ref, config_ref, connections, *patterns):
+            inherited = _secrets_section_kwargs()
+            connections_ref = inherited.get("connections_ref")
+            variables_ref = inherited.get("variables_ref")
+            config_ref = inherited.get("config_ref")
+            connections = inherited.get("connections")
+            connections_lookup_pattern = inherited.get("connections_lookup_pattern")
+            variables_lookup_pattern = inherited.get("variables_lookup_pattern")
+            config_lookup_pattern = inherited.get("config_lookup_pattern")
+            config_file = config_file or inherited.get("config_file")
+            if _nothing_configured(connections_ref, variables_ref, config_ref, connections):
+                _warn_empty()
         self.connections_ref = _check_template(connections_ref, "conn_id", "connections_ref")
         self.variables_ref = _check_template(variables_ref, "key", "variables_ref")
         self.config_ref = _check_template(config_ref, "key", "config_ref")
@@ -176,20 +202,25 @@ class LeaselineBackend(BaseSecretsBackend):
             ref = self._ref(self.connections_ref, "conn_id", conn_id, "connection")
             if ref is None:
                 return None
-            return self._lookup(conn_id, "connection", lambda r: _conn_from_ref(r, ref))
+            return self._lookup(conn_id, "connection", lambda r: _conn_from_ref(r, ref), [ref])
         if isinstance(spec, str):
-            return self._lookup(conn_id, "connection", lambda r: _conn_from_ref(r, spec))
-        return self._lookup(conn_id, "connection", lambda r: _conn_from_fields(r, spec))
+            return self._lookup(conn_id, "connection", lambda r: _conn_from_ref(r, spec), [spec])
+        refs = [v for v in spec.values() if isinstance(v, str) and "://" in v]
+        return self._lookup(conn_id, "connection", lambda r: _conn_from_fields(r, spec), refs)
 
     def get_variable(self, key: str, team_name: str | None = None) -> str | None:
         """The variable's value, or ``None`` when it is not here."""
         ref = self._ref(self.variables_ref, "key", key, "variable")
-        return None if ref is None else self._lookup(key, "variable", lambda r: _value(r, ref))
+        if ref is None:
+            return None
+        return self._lookup(key, "variable", lambda r: _value(r, ref), [ref])
 
     def get_config(self, key: str) -> str | None:
         """An Airflow config value (``[section] key_secret = ...``), or ``None``."""
         ref = self._ref(self.config_ref, "key", key, "config")
-        return None if ref is None else self._lookup(key, "config", lambda r: _value(r, ref))
+        if ref is None:
+            return None
+        return self._lookup(key, "config", lambda r: _value(r, ref), [ref])
 
     # -- mapping ----------------------------------------------------------------------------
 
@@ -212,10 +243,15 @@ class LeaselineBackend(BaseSecretsBackend):
             return None  # cannot name a secret: keep it from steering the reference
         return template.replace("{" + placeholder + "}", key)
 
-    def _lookup(self, key: str, kind: str, read: Any) -> str | None:
-        _task.on_lookup()
+    def _lookup(self, key: str, kind: str, read: Any, refs: list[str]) -> str | None:
+        in_task = _task.on_lookup()
+        if not in_task and _answering_for_a_task():
+            # The task's own backend asked the store and missed: asking again here would take
+            # the lease in the api-server, outside the task's life and audit context.
+            return None
+        resolver = self.resolver
         try:
-            value: str = read(self.resolver)
+            value: str = read(resolver)
         except SecretNotFound:
             return None
         except InvalidReference:
@@ -224,7 +260,85 @@ class LeaselineBackend(BaseSecretsBackend):
             raise AirflowSecretsBackendAccessDenied(
                 f"leaseline: access to {kind} {key!r} was denied by the store: {exc}"
             ) from None
+        finally:
+            if not in_task:
+                _release_leases(resolver, refs)
         return value
+
+
+def _answering_for_a_task() -> bool:
+    """True when this lookup serves an Execution API request (a task's fall-through)."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        if str(frame.f_globals.get("__name__", "")).startswith(_EXECUTION_API):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _release_leases(resolver: Resolver, refs: list[str]) -> None:
+    """Revoke the dynamic leases ``refs`` hold: outside a task, none outlives its lookup.
+
+    Static values (KV) have no lease and stay cached.
+    """
+    held = {key for key, _ in resolver.leases()}
+    if not held:
+        return
+    for ref in refs:
+        try:
+            parsed = resolver.parse(ref)
+        except InvalidReference:
+            continue
+        if parsed.key in held:
+            resolver.release(parsed)
+
+
+def _nothing_configured(*kwargs: object) -> bool:
+    return all(value is None for value in kwargs)
+
+
+def _secrets_section_kwargs() -> dict[str, Any]:
+    """``[secrets] backend_kwargs`` when ``[secrets] backend`` is leaseline too, else ``{}``.
+
+    Airflow builds ``[workers] secrets_backend`` with ``[workers] secrets_backend_kwargs`` only;
+    set without them, the worker's backend would get no references at all and every lookup
+    would fall through to the api-server. The kwargs of the same backend apply instead.
+    """
+    try:
+        from airflow.sdk.configuration import conf
+
+        if conf.getimport("secrets", "backend", fallback=None) is not LeaselineBackend:
+            return {}
+        kwargs = conf.getjson("secrets", "backend_kwargs", fallback=None) or {}
+    except Exception:  # an unreadable [secrets] section: Airflow itself reports it
+        return {}
+    if not isinstance(kwargs, dict):
+        return {}
+    try:  # per-key overrides, AIRFLOW__SECRETS__BACKEND_KWARG__<NAME>, as Airflow reads them
+        from airflow.sdk._shared.configuration.parser import (
+            _build_kwarg_env_prefix,
+            _collect_kwarg_env_vars,
+        )
+
+        kwargs.update(_collect_kwarg_env_vars(_build_kwarg_env_prefix("secrets", "backend_kwargs")))
+    except ImportError:
+        pass
+    return kwargs
+
+
+def _warn_empty() -> None:
+    global _warned_empty
+    if _warned_empty:
+        return
+    _warned_empty = True
+    log.warning(
+        "leaseline: LeaselineBackend was built with no references configured (no variables_ref, "
+        "connections_ref, config_ref or connections), so it answers nothing and Airflow falls "
+        "through to its other sources. Give it backend kwargs where it is set: [workers] "
+        "secrets_backend_kwargs (AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS) next to [workers] "
+        "secrets_backend, or [secrets] backend_kwargs (AIRFLOW__SECRETS__BACKEND_KWARGS) next "
+        "to [secrets] backend, which workers also use when [workers] has no kwargs."
+    )
 
 
 def _value(resolver: Resolver, ref: str) -> str:

@@ -1,7 +1,10 @@
 """Glue between a task's life and the core: masking, audit context, end-of-task revocation.
 
 - Every value the resolver hands out is forwarded to ``airflow.sdk.log.mask_secret`` (no name,
-  so Airflow masks it whatever the variable or field is called).
+  so Airflow masks it whatever the variable or field is called), in every encoded form leaseline
+  masks (base64, hex, URL- and JSON-escaped), since Airflow's masker only knows what it is given.
+- In a task process, ``sys.stdout`` and ``sys.stderr`` are masked at the source: ``print()``
+  output is masked before Airflow's supervisor, its log files or any console sees it.
 - Audit events carry the running task's dag_id, task_id, run_id, try number and map index.
 - In a task process, the backend registers an Airflow listener so the task's leases are revoked
   when it succeeds, fails or skips, and chains a SIGTERM handler in front of the task runner's
@@ -12,12 +15,13 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO, cast
 
 from leaseline import audit, masking
+from leaseline._stream import StreamMasker
 
-__all__ = ["airflow_context", "install", "on_lookup", "release_task_leases"]
+__all__ = ["airflow_context", "in_task_process", "install", "on_lookup", "release_task_leases"]
 
 _installed = False
 _listening = False
@@ -31,7 +35,51 @@ _TASK_RUNNER = "airflow.sdk.execution_time.task_runner"
 def _to_airflow_masker(value: str) -> None:
     from airflow.sdk.log import mask_secret
 
-    mask_secret(value)
+    for form in sorted(masking.encoded_forms(value)):
+        mask_secret(form)  # no name: masked whatever it is called
+
+
+class _MaskedStream:
+    """``sys.stdout``/``sys.stderr`` of a task process, masked before anything reads them.
+
+    A :class:`leaseline._stream.StreamMasker` per stream, so a value split across two
+    ``write`` calls is masked too; what may be the start of a value is held until the next write
+    or ``flush``. Bytes written to ``.buffer`` or to the file descriptor are not masked.
+    """
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+        self._masker = StreamMasker()
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            out = self._masker.feed(text.encode("utf-8", "surrogateescape"))
+            if out:
+                self._inner.write(out.decode("utf-8", "surrogateescape"))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            out = self._masker.flush()
+            if out:
+                self._inner.write(out.decode("utf-8", "surrogateescape"))
+        self._inner.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def mask_std_streams() -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` in masking streams (idempotent)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _MaskedStream):
+            setattr(sys, name, cast(TextIO, _MaskedStream(stream)))
 
 
 def airflow_context() -> dict[str, Any]:
@@ -73,17 +121,47 @@ def install() -> None:
         _installed = True
 
 
-def _in_task_process() -> bool:
+#: (id of the SUPERVISOR_COMMS object last seen, whether it is a task runner's)
+_role: tuple[int, bool] = (0, False)
+
+
+def in_task_process() -> bool:
+    """True in a task process (``airflow tasks run``'s child, ``dags test``/``tasks test``).
+
+    The DAG processor's parsing process and the triggerer also set the task runner's
+    ``SUPERVISOR_COMMS``, with decoders for their own messages; a task runner's decodes the
+    messages sent to a task (``ToTask``), and `dags test`'s in-process one decodes nothing.
+    """
+    global _role
     runner = sys.modules.get(_TASK_RUNNER)
     # vars(), not getattr(): a missing module attribute costs a module __getattr__ call
-    return runner is not None and vars(runner).get("SUPERVISOR_COMMS") is not None
+    comms = vars(runner).get("SUPERVISOR_COMMS") if runner is not None else None
+    if comms is None:
+        return False
+    if _role[0] == id(comms):
+        return _role[1]
+    is_task = True  # the in-process supervisor of `dags test` has no decoder at all
+    decoder = getattr(comms, "body_decoder", None)
+    if decoder is not None:
+        try:
+            from airflow.sdk.execution_time.comms import ToTask
+
+            is_task = getattr(decoder, "_type", ToTask) is ToTask
+        except ImportError:  # an older task-sdk: SUPERVISOR_COMMS alone marks a task process
+            pass
+    _role = (id(comms), is_task)
+    return is_task
 
 
-def on_lookup() -> None:
-    """Called before each lookup: in a task process, make sure the task's end is observed."""
-    if _in_task_process():
+def on_lookup() -> bool:
+    """Called before each lookup. In a task process, make sure the task's end is observed and
+    its output is masked; returns whether this is a task process."""
+    if in_task_process():
         _listen()
         _chain_sigterm()
+        mask_std_streams()
+        return True
+    return False
 
 
 def release_task_leases(ti: Any = None) -> None:

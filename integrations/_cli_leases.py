@@ -73,14 +73,15 @@ def list_(ctx: click.Context, show_all: bool, fmt: str) -> None:
 
     table = Table("status", "store", "kind", "reference / accessor", "lease id", "pid", "expires")
     for e in entries:
+        status = e.status()
         table.add_row(
-            e.status(),
+            status,
             e.store,
             e.kind,
             e.ref or e.accessor or "-",
             e.lease_id or "-",
             str(e.pid),
-            _when(e.expires_at),
+            "-" if status == "revoked" else _when(e.expires_at),  # a revoked lease expires never
         )
     Console().print(table)
 

@@ -17,6 +17,7 @@ from leaseline.masking import masker
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
+from . import _failures
 from ._runs import audit_context
 
 __all__ = ["LeaselineStore", "resolver_for"]
@@ -133,9 +134,11 @@ def resolver_for(store: LeaselineStore | None) -> Resolver:
 
     A resolver is shared by every block naming the same store settings, so they share its cache,
     leases and child token. The store is added to the configuration from the environment and
-    ``leaseline.toml`` (aliases, audit, resolver settings still apply).
+    ``leaseline.toml`` (aliases, audit, resolver settings still apply). The first value handed
+    out makes Prefect mask a failed run's exception before recording it (:mod:`._failures`).
     """
     add_context_provider(audit_context)
+    _failures.install_when_values_exist()
     if store is None:
         return default_resolver()
     table = store.table()

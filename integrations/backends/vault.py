@@ -208,10 +208,20 @@ class VaultBackend:
         if status == 404:
             raise SecretNotFound(f"{ref}: nothing at {where}", ref=ref, store=self.name)
         if status in (401, 403):
+            if self._token_rejected(status, detail, path):
+                raise AccessDenied(
+                    f"{ref}: Vault at {self.config.addr} does not accept the token (invalid, "
+                    "expired or revoked): give a valid one (VAULT_TOKEN, or the store's auth "
+                    f"settings in [stores.{self.name}]) and check it with `bao token lookup`",
+                    ref=ref,
+                    store=self.name,
+                )
             capability = {"GET": "read", "LIST": "list"}.get(method, "update")
+            policy_path = path.partition("?")[0]
             raise AccessDenied(
-                f"{ref}: permission denied on {where}: the token needs '{capability}' on "
-                f'"{path}" (check with `bao token capabilities {path}`)',
+                f"{ref}: permission denied on {policy_path} at {self.config.addr}: the token "
+                f"needs '{capability}' on \"{policy_path}\" in its policy (check with "
+                f"`bao token capabilities {policy_path}`)" + self._kv_hint(policy_path),
                 ref=ref,
                 store=self.name,
             )
@@ -231,6 +241,32 @@ class VaultBackend:
             ref=ref,
             store=self.name,
         )
+
+    def _token_rejected(self, status: int, detail: str, path: str) -> bool:
+        """Whether a 401/403 is about the token itself rather than a missing capability."""
+        if status == 401 or "invalid token" in detail or "token expired" in detail:
+            return True
+        if path == "auth/token/lookup-self" or self._token is None:
+            return False
+        headers = {"X-Vault-Request": "true", "X-Vault-Token": self._token}
+        if self.config.namespace:
+            headers["X-Vault-Namespace"] = self.config.namespace
+        try:  # every valid token may look itself up (the default policy)
+            resp = self._http.request(
+                "GET", "/v1/auth/token/lookup-self", headers=headers, body=None
+            )
+        except HttpFailure:
+            return False
+        return resp.status in (401, 403)
+
+    def _kv_hint(self, path: str) -> str:
+        """For a path whose mount could not be looked up: the KV v2 form of the policy path."""
+        first, _, rest = path.partition("/")
+        if not rest or rest.startswith(("data/", "metadata/")) or first in ("sys", "auth"):
+            return ""
+        if any(path.startswith(prefix) for prefix in self._mounts):
+            return ""  # the mount is known: the path above is the one Vault checks
+        return f'; if {first}/ is a KV v2 mount, the policy path is "{first}/data/{rest}"'
 
     # -- tokens -----------------------------------------------------------------------------------
 

@@ -34,6 +34,16 @@ def store(tmp_path: Path) -> Iterator[tuple[str, str]]:
     MemoryBackend.reset(name)
 
 
+@pytest.fixture
+def in_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process looks like a task process (`dags test`'s in-process supervisor comms)."""
+    from airflow.sdk.execution_time import task_runner
+    from leaseline.airflow import _task
+
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", object(), raising=False)
+    monkeypatch.setattr(_task, "mask_std_streams", lambda: None)  # pytest owns sys.stdout here
+
+
 def backend(config: str, **kwargs: Any) -> LeaselineBackend:
     return LeaselineBackend(config_file=config, **kwargs)
 
@@ -161,7 +171,9 @@ def test_connection_from_a_uri(store: tuple[str, str], canary: CanaryFixture) ->
     assert conn is not None and conn.host == "api.internal" and conn.password == password
 
 
-def test_explicit_connection_fields_share_one_dynamic_lease(store: tuple[str, str]) -> None:
+def test_explicit_connection_fields_share_one_dynamic_lease(
+    store: tuple[str, str], in_task: None
+) -> None:
     name, config = store
     MemoryBackend.put(
         name,
@@ -244,3 +256,158 @@ def test_import_leaseline_airflow_does_not_import_airflow() -> None:
     code = "import sys, leaseline.airflow; print('airflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _dynamic_db(name: str, config: str) -> LeaselineBackend:
+    MemoryBackend.put(
+        name,
+        "database/creds/etl",
+        ttl=600,
+        renewable=True,
+        mint=random_fields("username", "password"),
+    )
+    return backend(
+        config,
+        variables_ref=f"{name}://airflow/variables/{{key}}",
+        connections={
+            "db": {
+                "conn_type": "postgres",
+                "login": f"{name}://database/creds/etl#username",
+                "password": f"{name}://database/creds/etl#password",
+            }
+        },
+    )
+
+
+def test_outside_a_task_a_dynamic_lease_lives_only_for_the_lookup(
+    store: tuple[str, str], canary: CanaryFixture
+) -> None:
+    # the api-server, scheduler, DAG processor, triggerer: no task process
+    name, config = store
+    b = _dynamic_db(name, config)
+    conn = b.get_connection("db")
+    assert conn is not None and conn.login
+    assert MemoryBackend.live_leases(name) == [], "the lease outlived the lookup"
+    MemoryBackend.put(name, "airflow/variables/k", {"value": canary.new()})
+    assert b.get_variable("k") and b.get_variable("k")
+    assert MemoryBackend.reads(name) == 2  # static values stay cached: one creds, one KV read
+
+
+def test_in_a_task_the_lease_is_held_until_the_task_ends(
+    store: tuple[str, str], in_task: None
+) -> None:
+    name, config = store
+    b = _dynamic_db(name, config)
+    assert b.get_connection("db") is not None
+    assert len(MemoryBackend.live_leases(name)) == 1
+    release_task_leases()
+    assert MemoryBackend.live_leases(name) == []
+
+
+def test_an_execution_api_request_is_not_answered_again(
+    store: tuple[str, str], canary: CanaryFixture
+) -> None:
+    # a task's own backend missed and asked the api-server (Execution API): not again here
+    name, config = store
+    MemoryBackend.put(name, "airflow/variables/k", {"value": canary.new()})
+    b = _dynamic_db(name, config)
+    route: dict[str, Any] = {"__name__": "airflow.api_fastapi.execution_api.routes.variables"}
+    exec("def get_variable(b, key):\n    return b.get_variable(key)", route)
+    exec("def get_connection(b, conn_id):\n    return b.get_conn_value(conn_id)", route)
+    assert route["get_variable"](b, "k") is None
+    assert route["get_connection"](b, "db") is None
+    assert MemoryBackend.reads(name) == 0
+    assert b.get_variable("k")  # the same backend answers anyone else
+
+
+@pytest.fixture
+def fresh_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from leaseline.airflow import _backend
+
+    monkeypatch.setattr(_backend, "_warned_empty", False)
+    for name in ("AIRFLOW__SECRETS__BACKEND", "AIRFLOW__SECRETS__BACKEND_KWARGS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_no_references_configured_warns_once_with_the_fix(
+    fresh_warning: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="leaseline.airflow"):
+        LeaselineBackend()
+        LeaselineBackend()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "leaseline.airflow"]
+    assert len(warnings) == 1
+    assert "no references configured" in warnings[0]
+    assert "[workers] secrets_backend_kwargs" in warnings[0]
+
+
+def test_workers_backend_without_kwargs_takes_the_secrets_kwargs(
+    fresh_warning: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # [workers] secrets_backend set, no [workers] secrets_backend_kwargs: Airflow passes {}
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND", "leaseline.airflow.LeaselineBackend")
+    kwargs = {
+        "variables_ref": "vault://secret/airflow/variables/{key}",
+        "connections": {"db": "vault://x"},
+    }
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND_KWARGS", json.dumps(kwargs))
+    with caplog.at_level("WARNING", logger="leaseline.airflow"):
+        b = LeaselineBackend()
+    assert b.variables_ref == kwargs["variables_ref"]
+    assert sorted(b.connections) == ["db"]
+    assert not [r for r in caplog.records if r.name == "leaseline.airflow"]
+
+
+def test_every_encoded_form_reaches_airflows_masker(
+    store: tuple[str, str], canary: CanaryFixture
+) -> None:
+    import base64
+
+    name, config = store
+    value = canary.new()
+    MemoryBackend.put(name, "airflow/variables/enc", {"value": value})
+    assert backend(config, variables_ref=f"{name}://airflow/variables/{{key}}").get_variable("enc")
+    b64 = base64.b64encode(value.encode()).decode()
+    redacted = airflow_redact(f"b64={b64} hex={value.encode().hex()}")
+    # Airflow joins its patterns in set order: the unpadded form may win, leaving "=="
+    assert redacted.replace("***==", "***").replace("***=", "***") == "b64=*** hex=***"
+
+
+def test_task_output_is_masked_at_the_source(canary: CanaryFixture) -> None:
+    import base64
+    import io
+
+    from leaseline.airflow._task import _MaskedStream
+    from leaseline.masking import masker
+
+    value = canary.new()
+    masker().add(value)
+    inner = io.StringIO()
+    out = _MaskedStream(inner)
+    print(f"raw={value}", file=out)  # type: ignore[call-overload]
+    print(f"b64={base64.b64encode(value.encode()).decode()}", file=out)  # type: ignore[call-overload]
+    out.write("split=" + value[:7])
+    out.write(value[7:] + "\n")
+    out.flush()
+    assert inner.getvalue() == "raw=***\nb64=***\nsplit=***\n"
+
+
+@pytest.mark.parametrize("component", ["dag-processor", "triggerer"])
+def test_dag_processor_and_triggerer_are_not_task_processes(
+    store: tuple[str, str], monkeypatch: pytest.MonkeyPatch, component: str
+) -> None:
+    # both set the task runner's SUPERVISOR_COMMS, with decoders for their own messages
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+    from pydantic import TypeAdapter
+
+    if component == "dag-processor":
+        from airflow.dag_processing.processor import ToDagProcessor as Messages
+    else:
+        from airflow.jobs.triggerer_job_runner import ToTriggerRunner as Messages
+    comms = SimpleNamespace(body_decoder=TypeAdapter(Messages))
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+    name, config = store
+    assert _dynamic_db(name, config).get_connection("db") is not None
+    assert MemoryBackend.live_leases(name) == [], f"the {component} kept a dynamic lease"

@@ -1,6 +1,7 @@
 """A real MLflow tracking server with basic auth, started once per test session.
 
-``mlflow server --app-name basic-auth`` on a free loopback port, sqlite backend store and auth
+``mlflow server --app-name basic-auth`` behind gunicorn (two workers, as deployed) on a free
+loopback port, sqlite backend store and auth
 database in a temp dir, admin password generated at run time (never a canary: it is not a value
 leaseline hands out). Users are created and their passwords changed through MLflow's auth REST API.
 """
@@ -63,6 +64,24 @@ class MlflowServer:
             json={"username": username, "password": password},
         )
 
+    def create_experiment(self, name: str) -> str:
+        """An experiment the admin owns (a user may only read it, by default_permission)."""
+        body = self._request("POST", "/api/2.0/mlflow/experiments/create", json={"name": name})
+        return str(body["experiment_id"])
+
+    def grant(self, username: str, experiment_id: str, permission: str = "EDIT") -> None:
+        """What examples/mlflow/README.md tells the admin to do for a shared experiment."""
+        self._request(
+            "POST",
+            "/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": username,
+                "resource_type": "experiment",
+                "resource_id": experiment_id,
+                "permission": permission,
+            },
+        )
+
     def metric_steps(self, run_id: str, key: str) -> list[int]:
         body = self._request(
             "GET",
@@ -94,7 +113,7 @@ class MlflowServer:
         return None if rc is None else f"mlflow server exited with code {rc}"
 
     def stop(self) -> None:
-        # ``mlflow server`` runs uvicorn as a child: stop the whole process group.
+        # ``mlflow server`` runs gunicorn and its workers as children: stop the process group.
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -122,6 +141,8 @@ def start_mlflow_server(workdir: Path, timeout: float = 90) -> MlflowServer:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LEASELINE_"))}
     env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_ini)
     env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(16)
+    # no huey job-runner consumers (a dozen processes): the tests use no server-side jobs
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log_path = workdir / "server.log"
     mlflow_cli = [sys.executable, "-m", "mlflow"]
     with log_path.open("wb") as log:
@@ -139,8 +160,12 @@ def start_mlflow_server(workdir: Path, timeout: float = 90) -> MlflowServer:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                # as deployed: gunicorn with two prefork workers (one may serve a request
+                # while the other serves the user's password change)
                 "--workers",
-                "1",
+                "2",
+                "--gunicorn-opts",
+                "--timeout 60 --graceful-timeout 5",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

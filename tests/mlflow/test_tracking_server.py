@@ -234,6 +234,21 @@ def test_unknown_reference_fails_the_first_request_clearly(
     assert [e["outcome"] for e in audit_events(tmp_path / "audit.jsonl", "read")] == ["not_found"]
 
 
+def test_a_shared_experiment_needs_the_grant_the_example_makes(
+    trainer: Trainer, tmp_path: Path
+) -> None:
+    server = trainer.server
+    experiment = f"shared-{trainer.username}"
+    experiment_id = server.create_experiment(experiment)  # the admin's, as in the README
+    env = leaseline_env(trainer, tmp_path)
+    refused = run_training(env, tmp_path, epochs=1, experiment=experiment)
+    assert refused.returncode != 0 and "403" in refused.stderr
+    server.grant(trainer.username, experiment_id, "EDIT")
+    granted = run_training(env, tmp_path, epochs=1, experiment=experiment)
+    assert granted.returncode == 0, granted.stderr[-3000:]
+    assert server.metric_steps(granted.run_id, "mse") == [0]
+
+
 @pytest.fixture
 def in_process(
     trainer: Trainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

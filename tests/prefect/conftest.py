@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +80,57 @@ def subprocess_env(server: PrefectServer, openbao: OpenBao, **extra: str) -> dic
     env[TOKEN_ENV] = openbao.root_token
     env.update(extra)
     return env
+
+
+# -- Prefect as deployed (session scope: one server, one worker, one runner) -----------------
+
+
+@dataclass
+class DeployedRuns:
+    """Failed runs of ``leaky`` through ``flow.serve()`` and through a process work pool."""
+
+    deployment: Any = field(repr=False)  # tests.prefect.deployment.PrefectDeployment
+    key: str = field(repr=False)
+    flow_runs: dict[str, dict[str, Any]] = field(repr=False)  # "served" / "pool" -> flow run
+    task_runs: dict[str, list[dict[str, Any]]] = field(repr=False)
+    logs: dict[str, list[dict[str, Any]]] = field(repr=False)
+
+
+@pytest.fixture(scope="session")
+def prefect_deployed(
+    request: pytest.FixtureRequest, openbao: OpenBao, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeployedRuns]:
+    from tests.prefect.deployment import FLOWS, PrefectDeployment
+
+    reg = registry(request.config)
+    key = reg.new("upstream-key", owner="tests/prefect deployed")
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path="prefect/deployed", secret={"api_key": key}, mount_point="secret"
+    )
+    home = tmp_path_factory.mktemp("prefect-deployed")
+    reg.watch(home)  # database, result storage, every console
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_", "PREFECT_"))}
+    env.update(openbao.env())
+    dep = None
+    try:
+        try:
+            dep = PrefectDeployment.start(home, env)
+            dep.python(
+                FLOWS / "leaky.py",
+                "save",
+                "deployed-key",
+                "vault://secret/prefect/deployed#api_key",
+            )
+            dep.serve("served")
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"Prefect deployment did not start: {reg.redact(str(exc))}")
+        flow_runs, task_runs, logs = {}, {}, {}
+        for name in ("served", "pool"):
+            run = dep.run(f"leaky/{name}")
+            flow_runs[name] = run
+            task_runs[name] = dep.task_runs(run["id"])
+            logs[name] = dep.logs(run["id"], containing="upstream rejected key")
+        yield DeployedRuns(dep, key, flow_runs, task_runs, logs)
+    finally:
+        if dep is not None:
+            dep.stop()

@@ -84,3 +84,64 @@ def test_outside_a_flow_run_nothing_is_held(mem: LeaselineStore) -> None:
     assert resolver is _store.resolver_for(mem)  # one resolver per store settings
     assert hold_for_flow_run(resolver, resolver.parse(f"{mem.store_name}://x")) is False
     assert audit_context() == {}
+
+
+def test_a_failed_runs_exception_is_masked_in_place_along_its_chain(canary: Any) -> None:
+    import base64
+
+    from leaseline.prefect._failures import mask_exception
+
+    value = canary.new()
+    masker().add(value)
+    b64 = base64.b64encode(value.encode()).decode()
+    raised: ValueError | None = None
+    try:
+        try:
+            raise KeyError(value)
+        except KeyError as inner:
+            raise ValueError(f"rejected {value} ({b64})") from inner
+    except ValueError as exc:
+        exc.add_note(f"note: {value}")
+        raised = exc
+    assert raised is not None
+    masked = mask_exception(raised)
+    assert masked is raised and type(masked) is ValueError  # the type survives
+    assert str(masked) == "rejected *** (***)"
+    assert masked.__notes__ == ["note: ***"]
+    assert str(masked.__cause__) == "'***'"
+
+
+def test_an_exception_that_cannot_be_masked_in_place_is_replaced(canary: Any) -> None:
+    import pickle
+
+    from leaseline.prefect._failures import MaskedError, mask_exception
+
+    value = canary.new()
+    masker().add(value)
+
+    class Upstream(Exception):
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self._parts = [key[:6], key[6:]]  # no attribute holds the whole value
+
+        def __str__(self) -> str:
+            return f"upstream said no to {''.join(self._parts)}"
+
+    masked = mask_exception(Upstream(value))
+    assert isinstance(masked, MaskedError)
+    assert str(masked) == "Upstream: upstream said no to ***"
+    assert value.encode() not in pickle.dumps(masked)
+
+
+def test_prefect_records_a_failed_tasks_exception_masked(canary: Any) -> None:
+    from leaseline.prefect import _failures
+
+    value = canary.new()
+    masker().add(value)
+    _failures.install()
+    from prefect import task_engine
+
+    state = task_engine.exception_to_failed_state_sync(
+        ValueError(f"rejected {value}"), message="Task run encountered an exception"
+    )
+    assert state.message == "Task run encountered an exception ValueError: rejected ***"
