@@ -17,6 +17,7 @@ with the same message.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -47,6 +48,18 @@ def require(component: str, exc: BaseException | str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"{message} (CI=true: missing components fail, they never skip)", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _airflow_masker_per_test() -> Iterator[None]:
+    """Airflow's secrets masker recompiles one regex of every pattern it holds on each new mask,
+    and once an Airflow test made a backend, every value the session's process resolves is
+    forwarded to it in all its forms: across a whole session that grows into minutes per test.
+    A task process starts with a fresh masker; so does each test here."""
+    yield
+    module = sys.modules.get("airflow.sdk._shared.secrets_masker.secrets_masker")
+    if module is not None:
+        module.reset_secrets_masker()
 
 
 def pytest_configure(config: pytest.Config) -> None:

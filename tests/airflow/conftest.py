@@ -97,6 +97,23 @@ class AirflowSite:
         return {r for r in self.engine.pg.roles() if "-etl-" in r}
 
 
+@pytest.fixture(autouse=True)
+def _forwarding_to_airflows_masker_ends_with_the_test() -> Iterator[None]:
+    """A backend made in this (pytest) process forwards every later value, in all its forms, to
+    Airflow's masker, which recompiles one regex of all its patterns per new mask: left on, the
+    rest of the session (20 threads reissuing leases in tests/lease_engine) slowed to minutes
+    per test. Each test that makes a backend installs the forwarding again."""
+    yield
+    from leaseline import masking
+
+    task = sys.modules.get("leaseline.airflow._task")
+    if task is not None:
+        listeners = masking.masker()._listeners
+        while task._to_airflow_masker in listeners:
+            listeners.remove(task._to_airflow_masker)
+        task._installed = False
+
+
 @pytest.fixture(scope="module")
 def airflow_site(
     request: pytest.FixtureRequest,
