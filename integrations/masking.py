@@ -32,11 +32,13 @@ __all__ = [
     "MASK",
     "MAX_FORM",
     "MIN_LENGTH",
+    "MaskedError",
     "Masker",
     "MaskingFilter",
     "TooLongToMask",
     "encoded_forms",
     "install_logging",
+    "mask_exception",
     "masker",
     "scrub_traceback",
     "stream_forms",
@@ -499,3 +501,56 @@ def _install_excepthooks(target: Masker) -> None:
 
     sys.excepthook = masked_excepthook
     threading.excepthook = masked_thread_hook
+
+
+class MaskedError(RuntimeError):
+    """Stands in for an exception whose text held a secret value that could not be masked in
+    place; ``str()`` is the original type and text, masked."""
+
+
+def _masked_keeping_type(value: Any, m: Masker) -> Any:
+    """Like :func:`_masked`, but a value keeps its type (bytes stay bytes, other objects stay
+    as they are): an exception's arguments and attributes are pickled with their types."""
+    if isinstance(value, str):
+        return m.mask(value)
+    if isinstance(value, bytes):
+        return m.mask(value.decode("utf-8", "replace")).encode()
+    if isinstance(value, tuple | list):
+        return type(value)(_masked_keeping_type(item, m) for item in value)
+    return value
+
+
+def mask_exception(exc: BaseException, m: Masker | None = None) -> BaseException:
+    """``exc`` with every registered value masked (in place), or a :class:`MaskedError`.
+
+    >>> from leaseline.masking import Masker
+    >>> m = Masker(); _ = m.add("s3cr3t-value")
+    >>> str(mask_exception(ValueError("rejected s3cr3t-value"), m))
+    'rejected ***'
+    """
+    m = m or masker()
+    if not m.active:
+        return exc
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        try:
+            link.args = _masked_keeping_type(link.args, m)
+            for name, value in list(vars(link).items()):
+                masked = _masked_keeping_type(value, m)
+                if masked is not value:
+                    setattr(link, name, masked)
+        except Exception:  # an exception type that refuses new attributes: checked below
+            pass
+        link = link.__cause__ or link.__context__
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    if not m.contains_secret(text):
+        return exc
+    stand_in = MaskedError(f"{type(exc).__name__}: {m.mask(text)}")
+    stand_in.__cause__ = None
+    stand_in.__suppress_context__ = True
+    return stand_in

@@ -7,7 +7,7 @@ this process, Prefect's ``exception_to_failed_state`` / ``exception_to_crashed_s
 functions both engines call, sync and async) mask the exception first: its arguments and string
 attributes, along its ``__cause__``/``__context__`` chain, in place; an exception whose text
 still holds a value after that (a custom ``__str__``) is replaced by a :class:`MaskedError`
-carrying the masked text.
+carrying the masked text (both from the core: :func:`leaseline.masking.mask_exception`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from leaseline.masking import Masker, masker
+from leaseline.masking import MaskedError, mask_exception, masker
 
-__all__ = ["MaskedError", "install", "mask_exception"]
+__all__ = ["MaskedError", "install", "mask_exception"]  # the first two from leaseline.masking
 
 #: (module, function name) pairs Prefect's engines call to turn an exception into a state
 _TARGETS = (
@@ -38,57 +38,6 @@ _TARGETS = (
 
 _installed = False
 _lock = threading.Lock()
-
-
-class MaskedError(RuntimeError):
-    """Stands in for an exception whose text held a secret value that could not be masked in
-    place; ``str()`` is the original type and text, masked."""
-
-
-def _masked(value: Any, m: Masker) -> Any:
-    if isinstance(value, str):
-        return m.mask(value)
-    if isinstance(value, bytes):
-        return m.mask(value.decode("utf-8", "replace")).encode()
-    if isinstance(value, tuple | list):
-        return type(value)(_masked(item, m) for item in value)
-    return value
-
-
-def mask_exception(exc: BaseException, m: Masker | None = None) -> BaseException:
-    """``exc`` with every registered value masked (in place), or a :class:`MaskedError`.
-
-    >>> from leaseline.masking import Masker
-    >>> m = Masker(); _ = m.add("s3cr3t-value")
-    >>> str(mask_exception(ValueError("rejected s3cr3t-value"), m))
-    'rejected ***'
-    """
-    m = m or masker()
-    if not m.active:
-        return exc
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        try:
-            link.args = _masked(link.args, m)
-            for name, value in list(vars(link).items()):
-                masked = _masked(value, m)
-                if masked is not value:
-                    setattr(link, name, masked)
-        except Exception:  # an exception type that refuses new attributes: checked below
-            pass
-        link = link.__cause__ or link.__context__
-    try:
-        text = str(exc)
-    except Exception:
-        text = ""
-    if not m.contains_secret(text):
-        return exc
-    stand_in = MaskedError(f"{type(exc).__name__}: {m.mask(text)}")
-    stand_in.__cause__ = None
-    stand_in.__suppress_context__ = True
-    return stand_in
 
 
 def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
