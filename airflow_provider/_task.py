@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, TextIO, cast
+from collections.abc import Callable
+from typing import Any
 
 from leaseline import audit, masking
-from leaseline._stream import StreamMasker
+from leaseline._stream import MaskedTextStream as _MaskedStream  # noqa: F401  (tests)
+from leaseline._stream import mask_std_streams
 
 __all__ = ["airflow_context", "in_task_process", "install", "on_lookup", "release_task_leases"]
 
@@ -37,49 +38,6 @@ def _to_airflow_masker(value: str) -> None:
 
     for form in sorted(masking.encoded_forms(value)):
         mask_secret(form)  # no name: masked whatever it is called
-
-
-class _MaskedStream:
-    """``sys.stdout``/``sys.stderr`` of a task process, masked before anything reads them.
-
-    A :class:`leaseline._stream.StreamMasker` per stream, so a value split across two
-    ``write`` calls is masked too; what may be the start of a value is held until the next write
-    or ``flush``. Bytes written to ``.buffer`` or to the file descriptor are not masked.
-    """
-
-    def __init__(self, inner: TextIO) -> None:
-        self._inner = inner
-        self._masker = StreamMasker()
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            out = self._masker.feed(text.encode("utf-8", "surrogateescape"))
-            if out:
-                self._inner.write(out.decode("utf-8", "surrogateescape"))
-        return len(text)
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        with self._lock:
-            out = self._masker.flush()
-            if out:
-                self._inner.write(out.decode("utf-8", "surrogateescape"))
-        self._inner.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def mask_std_streams() -> None:
-    """Wrap ``sys.stdout`` and ``sys.stderr`` in masking streams (idempotent)."""
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if stream is not None and not isinstance(stream, _MaskedStream):
-            setattr(sys, name, cast(TextIO, _MaskedStream(stream)))
 
 
 def airflow_context() -> dict[str, Any]:

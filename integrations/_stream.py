@@ -17,13 +17,23 @@ unfinished prefix is masked too.
 
 from __future__ import annotations
 
+import sys
+import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from typing import Any, TypeAlias
+from typing import Any, TextIO, TypeAlias, cast
 
 from . import _ansi, masking
 
-__all__ = ["ANCHOR", "MASK", "Matcher", "StreamMasker", "mask_block"]
+__all__ = [
+    "ANCHOR",
+    "MASK",
+    "MaskedTextStream",
+    "Matcher",
+    "StreamMasker",
+    "mask_block",
+    "mask_std_streams",
+]
 
 MASK = masking.MASK.encode()
 
@@ -388,3 +398,48 @@ class StreamMasker:
     def pending(self) -> int:
         """Bytes held back, waiting to see whether they start a secret."""
         return len(self._tail)
+
+
+class MaskedTextStream:
+    """A text stream (``sys.stdout`` of a task) masked before anything reads it.
+
+    A :class:`StreamMasker` per stream, so a value split across two ``write`` calls is masked
+    too; what may be the start of a value is held until the next write or ``flush``. Bytes
+    written to ``.buffer`` or to the file descriptor are not masked. ``m``: the masker whose
+    values are masked (default: the process masker).
+    """
+
+    def __init__(self, inner: TextIO, m: masking.Masker | None = None) -> None:
+        self._inner = inner
+        self._masker = StreamMasker(None if m is None else (lambda: m.stream_forms))
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            out = self._masker.feed(text.encode("utf-8", "surrogateescape"))
+            if out:
+                self._inner.write(out.decode("utf-8", "surrogateescape"))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            out = self._masker.flush()
+            if out:
+                self._inner.write(out.decode("utf-8", "surrogateescape"))
+        self._inner.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def mask_std_streams(m: masking.Masker | None = None) -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` in :class:`MaskedTextStream` (idempotent); they
+    stay wrapped for the rest of the process, so a traceback printed at the end is masked too."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, MaskedTextStream):
+            setattr(sys, name, cast(TextIO, MaskedTextStream(stream, m)))

@@ -20,11 +20,13 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any
 
 from leaseline import LeaselineError, Resolver, audit
 from leaseline._refs import is_reference
-from leaseline.masking import Masker, masker
+from leaseline._stream import MaskedTextStream as _MaskingStream  # noqa: F401  (tests)
+from leaseline._stream import mask_std_streams
+from leaseline.masking import Masker
 
 __all__ = ["SecretOutputRefused", "masked_streams", "references_in_env", "run"]
 
@@ -59,43 +61,14 @@ def references_in_env(environ: Mapping[str, str], stores: Iterable[str]) -> dict
     }
 
 
-class _MaskingStream:
-    """A text stream that masks every registered value before it reaches ``inner``.
-
-    Masks per ``write`` call: ``print(value)`` is masked; a value split across two writes, bytes
-    written to ``.buffer`` or to the file descriptor by a child process are not.
-    """
-
-    def __init__(self, inner: TextIO, m: Masker) -> None:
-        self._inner = inner
-        self._masker = m
-
-    def write(self, text: str) -> int:
-        self._inner.write(self._masker.mask(text))
-        return len(text)
-
-    def writelines(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        self._inner.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 def masked_streams(m: Masker | None = None) -> None:
-    """Wrap ``sys.stdout`` and ``sys.stderr`` with masking writers (idempotent).
+    """Wrap ``sys.stdout`` and ``sys.stderr`` with masking streams (idempotent): the core's
+    :func:`leaseline._stream.mask_std_streams`, which also masks a value split across writes.
 
     They stay wrapped for the rest of the process, so a traceback printed after the task's
     function has failed is masked too.
     """
-    target = m or masker()
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if stream is not None and not isinstance(stream, _MaskingStream):
-            setattr(sys, name, cast(TextIO, _MaskingStream(stream, target)))
+    mask_std_streams(m)
 
 
 def _output_texts(result: Any) -> Iterable[tuple[str, str]]:
