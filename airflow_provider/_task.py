@@ -38,6 +38,23 @@ def _to_airflow_masker(value: str) -> None:
 
     for form in sorted(masking.encoded_forms(value)):
         mask_secret(form)  # no name: masked whatever it is called
+    _longest_first()
+
+
+def _longest_first() -> None:
+    """Airflow joins its patterns (a set) into one alternation in set order, and ``re`` takes
+    the first alternative that matches: an unpadded base64 form could win over the padded one
+    and leave its ``==`` behind, depending on the hash seed. Recompile it longest first."""
+    import re
+
+    try:
+        from airflow.sdk._shared.secrets_masker import _secrets_masker
+
+        target = _secrets_masker()
+        if target.patterns:
+            target.replacer = re.compile("|".join(sorted(target.patterns, key=len, reverse=True)))
+    except Exception:  # another Airflow layout: its own order stands
+        pass
 
 
 def airflow_context() -> dict[str, Any]:
