@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,8 +153,15 @@ class PrefectDeployment:
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return json.load(resp)
+        for attempt in range(10):  # the server answers 503 while its SQLite is busy (its own
+            try:  # client retries those too)
+                with urllib.request.urlopen(request, timeout=30) as resp:
+                    return json.load(resp)
+            except urllib.error.HTTPError as exc:
+                if exc.code not in (429, 502, 503) or attempt == 9:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
     def deployment_id(self, name: str) -> str:
         flow_name, _, deployment = name.partition("/")
