@@ -133,6 +133,7 @@ class Resolver:
         self._auditor: Auditor | NullAuditor = NullAuditor()
         self._auditor = auditor if auditor is not None else self._build_auditor()
         _live.add(self)
+        _exit_hook_for_forked_workers()  # a spawned pool worker: close before its exit finalizers
         if handle_signals:
             _install_sigterm_handler()
 
@@ -891,7 +892,10 @@ _exit_hooked: int | None = None
 
 def _exit_hook_for_forked_workers() -> None:
     """multiprocessing ends its forked workers with ``os._exit`` (no atexit): close through its
-    own exit finalizers too, so a worker's own leases are revoked when it ends normally."""
+    own exit finalizers too, so a worker's own leases are revoked when it ends normally. Spawned
+    workers exit through atexit, but its other handlers (urllib3 draining its pools, under a lock)
+    run first: closing in multiprocessing's finalizers, before them, leaves a ``Pool.terminate()``
+    SIGTERM less to land in."""
     global _exit_hooked
     if _exit_hooked == os.getpid():
         return
@@ -906,6 +910,35 @@ def _exit_hook_for_forked_workers() -> None:
     register()  # a plain os.fork() child, or one already past the worker's bootstrap
     # a multiprocessing worker clears the finalizers after the fork: register again after that
     util.register_after_fork(_exit_hook_for_forked_workers, lambda _: register())
+
+
+#: how long revoking on a signal may take before the process ends anyway (each revocation has
+#: a 10 s deadline of its own; this only catches a handler stuck on a lock it interrupted)
+SIGNAL_CLOSE_LIMIT = 60.0
+
+
+def _before_signal_close() -> None:
+    """The signal may have interrupted the HTTP client with its pool's lock held: revoke through
+    new connections (``backends._http.abandon_pools``), never through the interrupted pool."""
+    http = sys.modules.get(f"{__package__}.backends._http")
+    if http is not None:
+        http.abandon_pools()
+
+
+def _stuck_in_signal_close(signum: int) -> None:
+    """The handler has not finished revoking after ``SIGNAL_CLOSE_LIMIT`` (a lock the signal
+    interrupted, most likely): end the process rather than hang it (``Pool.terminate()`` and
+    ``docker stop`` would wait for ever, or kill it anyway). What was not revoked ends at its TTL;
+    ``leaseline run`` children's leases stay pending in the lease ledger."""
+    try:
+        os.write(
+            2,
+            f"leaseline: revoking on signal {signum} is stuck after {SIGNAL_CLOSE_LIMIT:.0f} s; "
+            "ending the process. Leases it could not revoke end at their TTL; "
+            "'leaseline leases list' shows the ones recorded as pending.\n".encode(),
+        )
+    finally:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _install_sigterm_handler() -> None:
@@ -947,7 +980,14 @@ def _install_handler(signum: int) -> None:
                 _deferred.append(lambda: then(signum, frame))
                 return
             _closed_event.wait(30)  # another thread is revoking: wait for it
-        close_all()
+        _before_signal_close()
+        watchdog = threading.Timer(SIGNAL_CLOSE_LIMIT, _stuck_in_signal_close, (signum,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            close_all()
+        finally:
+            watchdog.cancel()
         then(signum, frame)
 
     handler._leaseline = True  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-__all__ = ["Http", "HttpFailure", "Response"]
+__all__ = ["Http", "HttpFailure", "Response", "abandon_pools"]
 
 
 class HttpFailure(Exception):
@@ -89,6 +89,22 @@ def _proxy_for(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+#: bumped when a signal handler is about to revoke: every ``Http`` then starts a new pool.
+_generation = 0
+
+
+def abandon_pools() -> None:
+    """Make every ``Http`` use a new connection pool from its next request on.
+
+    A signal handler runs on top of whatever the main thread was doing, and urllib3 may be in the
+    middle of it with its pool's (non-reentrant) lock held: a request in flight, or its exit
+    finalizer draining the pool. A revocation made through that pool would wait for the lock for
+    ever; one made through a new pool does not. The old pool is left alone, not closed.
+    """
+    global _generation
+    _generation += 1
+
+
 class Http:
     """Requests to one server (``addr``: scheme, host and port), pooled, thread-safe."""
 
@@ -107,11 +123,15 @@ class Http:
                 message=f"Unverified HTTPS request is being made to host '{host}'",
                 category=InsecureRequestWarning,
             )
-        proxy = _proxy_for(addr)
-        manager: urllib3.PoolManager = (
-            urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
-        )
-        self._manager = manager
+        self._options = options
+        self._proxy = _proxy_for(addr)
+        self._generation = _generation
+        self._manager = self._new_manager()
+
+    def _new_manager(self) -> urllib3.PoolManager:
+        if self._proxy:
+            return urllib3.ProxyManager(self._proxy, **self._options)
+        return urllib3.PoolManager(**self._options)
 
     def request(
         self,
@@ -126,6 +146,9 @@ class Http:
         if body is not None:
             payload = json.dumps(body).encode()
             headers = {**headers, "Content-Type": "application/json"}
+        if self._generation != _generation:  # a signal handler is revoking: see abandon_pools
+            self._generation = _generation
+            self._manager = self._new_manager()
         try:
             resp = self._manager.request(
                 method,

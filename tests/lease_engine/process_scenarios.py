@@ -192,6 +192,19 @@ def scenario_spawn(report: dict[str, Any]) -> None:
             report["children"] += users
 
 
+def scenario_sigterm_in_http(report: dict[str, Any]) -> None:
+    """SIGTERM lands while the HTTP client holds its connection pool's lock (urllib3 draining its
+    pools at exit, or any request in flight): the revocation the signal starts must not need it."""
+    from leaseline._api import default_resolver
+
+    http = default_resolver().backend("vault")._http  # type: ignore[attr-defined]
+    pool = http._manager.connection_from_url(http.addr)
+    with pool.pool.mutex:  # the lock urllib3's own exit finalizer holds while it drains
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    raise SystemExit("SIGTERM did not end the process")
+
+
 def finish(report: dict[str, Any]) -> None:
     print(json.dumps(report), flush=True)
 

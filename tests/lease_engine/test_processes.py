@@ -172,3 +172,26 @@ def test_spawned_children_own_their_own(
     assert requests_to(openbao, since, vault_db.creds_path(role)) == 1 + len(children)
     assert gone(openbao, vault_db, role, parent | children), "spawned children leave nothing"
     assert "revoke" not in stderr, stderr[-2000:]
+
+
+def test_sigterm_while_the_http_client_holds_its_pool_lock_still_revokes(
+    openbao: OpenBao, vault_db: DatabaseEngine, tmp_path: Path
+) -> None:
+    """Seen as a hang of Pool.terminate() with spawned workers (1 run in ~10): the worker was in
+    urllib3's exit finalizer, holding its pool's lock, when the SIGTERM came, and the revocation
+    the handler started waited for that lock for ever."""
+    role = vault_db.create_db_role("sigpool-" + secrets.token_hex(3), default_ttl="10m")
+    proc = start(
+        "sigterm_in_http",
+        f"vault://{vault_db.creds_path(role)}",
+        scenario_env(openbao, vault_db, tmp_path),
+    )
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the SIGTERM handler deadlocked on the HTTP pool's lock")
+    assert proc.returncode == -signal.SIGTERM, stderr[-2000:]
+    assert live_leases(openbao, role) == [] and gone(openbao, vault_db, role, set()), stderr[-2000:]
+    assert "revoke" not in stderr, stderr[-2000:]
