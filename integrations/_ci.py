@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from ._exceptions import AccessDenied, BackendUnavailable
+from ._logins import remember
 from .masking import encoded_forms, masker
 
 __all__ = ["GITLAB_TOKEN_VARS", "announce_masks", "github_actions", "identity_token", "mask_lines"]
@@ -93,6 +94,7 @@ def _github_token(env: Mapping[str, str], audience: str | None, timeout: float) 
             "GitHub Actions: ACTIONS_ID_TOKEN_REQUEST_URL is set but ACTIONS_ID_TOKEN_REQUEST_TOKEN "
             "is not; give the job `permissions: id-token: write`"
         )
+    remember(bearer)  # it mints identity tokens: masked, and kept from `leaseline run`'s child
     if audience:
         url += ("&" if "?" in url else "?") + "audience=" + urllib.parse.quote(audience, safe="")
     request = urllib.request.Request(
@@ -153,5 +155,7 @@ def identity_token(
             "write`; on GitLab CI declare `id_tokens: VAULT_ID_TOKEN: aud: ...` (or set token_env)"
         )
     token = token.strip()
-    masker().add(token)  # as actions/core getIDToken does: the token is a credential too
+    # as actions/core getIDToken does, the token is masked (a credential too), and a variable
+    # holding it is kept from `leaseline run`'s child
+    remember(token)
     return token

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from . import masking
 from ._exceptions import ConfigError
 
 __all__ = [
@@ -238,6 +239,13 @@ class Renderer:
 
     def render(self, *, force: bool = False) -> list[Path]:
         """Write every output whose content changed (all with ``force``); returns those written."""
+        try:
+            return self._render(force)
+        except BaseException as exc:
+            masking.scrub_exception(exc)  # the rendered bytes stay out of a reporter's locals
+            raise
+
+    def _render(self, force: bool) -> list[Path]:
         # one Secret per key for the whole pass: fields of one credential never mix with the next
         secrets = {key: self.resolver.get(key) for key in self.keys}
         written = []

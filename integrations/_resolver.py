@@ -254,7 +254,11 @@ class Resolver:
                 if self._auditor.enabled:
                     self._auditor.hit(parsed._key, parsed.store)
                 return entry.secret
-        return self._load(parsed).secret
+        try:
+            return self._load(parsed).secret
+        except BaseException as exc:
+            masking.scrub_exception(exc)  # the frames it left keep no value for a reporter
+            raise
 
     def resolve(self, ref: str | SecretRef) -> str:
         """The value ``ref`` points at: its ``#field``, or the only field of a one-field secret.
@@ -300,7 +304,11 @@ class Resolver:
         """Read ``ref`` from its store now, replacing the cached value (``on_rotate`` fires when
         the credential changed). The previous lease is kept until it ends or the resolver closes."""
         parsed = self.parse(ref)
-        return self._load(parsed, force=True).secret
+        try:
+            return self._load(parsed, force=True).secret
+        except BaseException as exc:
+            masking.scrub_exception(exc)
+            raise
 
     @property
     def clock(self) -> Callable[[], float]:

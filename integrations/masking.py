@@ -406,6 +406,15 @@ def scrub_traceback(tb: TracebackType | None, m: Masker | None = None) -> None:
         tb = tb.tb_next
 
 
+def scrub_exception(exc: BaseException | None, m: Masker | None = None) -> None:
+    """:func:`scrub_traceback` for ``exc`` and the exceptions chained to it.
+
+    leaseline's entry points call it on every exception that leaves them, so a caller that
+    hands the exception to an error reporter without logging it (``sentry_sdk.capture_exception``)
+    shows no value in locals either."""
+    _scrub_exception(exc, m or _masker)
+
+
 def _scrub_exception(exc: BaseException | None, m: Masker) -> None:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:  # the chain a traceback shows

@@ -239,3 +239,44 @@ def test_cli_get_with_ci_auth_masks_the_identity_token(
     assert set(mask_lines(value)) <= set(lines[:cut])
     assert lines[cut:] == [value]
     assert base64.b64encode(value.encode()).decode() not in result.stderr
+
+
+def test_run_keeps_the_ci_identity_out_of_the_child(
+    openbao: OpenBao, tmp_path: Path, canary: object
+) -> None:
+    """Logged in with the job's OIDC identity, ``leaseline run`` hands the child neither the bearer
+    that mints identity tokens (``ACTIONS_ID_TOKEN_REQUEST_TOKEN``) nor a token it got."""
+    assert openbao.seeds is not None
+    value = canary.new()  # type: ignore[attr-defined]
+    ref = _kv(openbao, value)
+    config = tmp_path / "leaseline.toml"
+    config.write_text(
+        f'[stores.vault]\naddr = "{openbao.addr}"\n'
+        'auth = { method = "ci", role = "leaseline-ci", audience = "leaseline" }\n'
+    )
+    gitlab_jwt = openbao.seeds.mint_jwt(sub="project_path:ml/train")
+    server = _TokenServer(openbao.seeds.mint_jwt(sub="repo:ml/train:ref:main"), canary.new())  # type: ignore[attr-defined]
+    env = cli_env(
+        tmp_path,
+        LEASELINE_CONFIG=str(config),
+        ACTIONS_ID_TOKEN_REQUEST_URL=server.url,
+        ACTIONS_ID_TOKEN_REQUEST_TOKEN=server.bearer,
+        JOB_JWT_COPY=server.jwt,  # the identity token, saved by an earlier step
+        VAULT_ID_TOKEN=gitlab_jwt,  # not used for the login (GitHub's endpoint wins): passed on
+    )
+    env["HOME"] = str(tmp_path)
+    try:
+        result = subprocess.run(
+            [*LEASELINE, "run", "--env", f"V={ref}", "--", sys.executable, "-c",
+             "import json, os; print(json.dumps(dict(os.environ)))"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr
+    child = json.loads(result.stdout.splitlines()[-1])
+    assert server.requests and all(r["authorized"] for r in server.requests)
+    assert "ACTIONS_ID_TOKEN_REQUEST_TOKEN" not in child
+    assert "JOB_JWT_COPY" not in child
+    assert server.bearer not in result.stdout and server.jwt not in result.stdout
+    assert child["V"] == "***"  # masked on its way out; the child itself got the value

@@ -141,6 +141,25 @@ def test_logged_traceback_shows_no_value_in_locals(
     assert value not in text
 
 
+def test_caught_traceback_shows_no_value_in_locals(
+    openbao: OpenBao, canary: object, tmp_path: Path
+) -> None:
+    """The caller catches the error and hands it to an error reporter without logging it
+    (``sentry_sdk.capture_exception``): the frames it left still show no value."""
+    resolver, ref, value = kv_value(openbao, canary)
+    dest = tmp_path / "creds"
+    (dest / "occupied").mkdir(parents=True)
+    with resolver:
+        try:
+            Renderer(resolver, [Output.file(dest, ref)]).render()
+        except OSError as exc:
+            text = _locals_text(exc)
+        else:
+            raise AssertionError("the render did not fail")
+    assert "atomic_write" in text
+    assert value not in text
+
+
 def test_uncaught_traceback_shows_no_value_in_locals(
     openbao: OpenBao, canary: object, tmp_path: Path
 ) -> None:
