@@ -14,24 +14,20 @@ with the fix and kept in the lease ledger as pending for ``leaseline leases revo
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import math
 import os
 import random
-import signal
-import sys
 import threading
 import time
 import typing
-import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import masking
+from . import _lifetime, masking
 from ._config import Config, load_config, parse_duration
 from ._exceptions import (
     AccessDenied,
@@ -132,10 +128,7 @@ class Resolver:
         self.requests: Counter[str] = Counter()
         self._auditor: Auditor | NullAuditor = NullAuditor()
         self._auditor = auditor if auditor is not None else self._build_auditor()
-        _live.add(self)
-        _exit_hook_for_forked_workers()  # a spawned pool worker: close before its exit finalizers
-        if handle_signals:
-            _install_sigterm_handler()
+        _lifetime.track(self, handle_signals=handle_signals)
 
     # -- construction -----------------------------------------------------------------------
 
@@ -756,7 +749,7 @@ class Resolver:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._auditor.close()
-        _live.discard(self)
+        _lifetime.untrack(self)
         return held
 
     def close(self) -> None:
@@ -800,7 +793,7 @@ class Resolver:
             except Exception as exc:
                 log.warning("leaseline: closing store %s failed: %s", name, type(exc).__name__)
         self._auditor.close()
-        _live.discard(self)
+        _lifetime.untrack(self)
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: what the parent holds is served read-only, never ended here."""
@@ -819,7 +812,7 @@ class Resolver:
         self._owned_stores = set()
         self._pid = os.getpid()
         self.unrevoked = []
-        _exit_hook_for_forked_workers()
+        _lifetime.after_fork_in_child()
 
 
 class LeaseHandle:
@@ -850,156 +843,5 @@ class LeaseHandle:
         return f"<LeaseHandle {self.secret!r}>"
 
 
-# -- process lifetime ---------------------------------------------------------------------------
-
-_live: weakref.WeakSet[Resolver] = weakref.WeakSet()
-#: signals that end the process and so revoke first: SIGTERM (docker stop, Pool.terminate,
-#: Airflow's supervisor) and SIGHUP (terminal closed, ssh dropped). SIGINT raises
-#: KeyboardInterrupt, which unwinds ``with`` blocks and ends in the atexit close.
-ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-_closing: tuple[int, int] | None = None  # (pid, thread) of a close_all in progress
-_closed_event = threading.Event()
-_deferred: list[Callable[[], None]] = []  # signals that came in during it, acted on after
-
-
-def close_all() -> None:
-    """Close every live resolver (at exit, on SIGTERM and SIGHUP)."""
-    global _closing
-    outer = _closing is None or _closing[0] != os.getpid()
-    if outer:
-        _closing = (os.getpid(), threading.get_ident())
-        _closed_event.clear()
-    try:
-        for resolver in list(_live):
-            try:
-                resolver.close()
-            except Exception:  # at exit, one failure must not stop the others
-                log.exception("leaseline: closing a resolver failed")
-    finally:
-        if outer:
-            _closing = None
-            _closed_event.set()
-            while _deferred:
-                _deferred.pop(0)()
-
-
-atexit.register(close_all)
-
-
-def _after_fork() -> None:
-    for resolver in list(_live):
-        resolver._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork)
-
-_exit_hooked: int | None = None
-
-
-def _exit_hook_for_forked_workers() -> None:
-    """multiprocessing ends its forked workers with ``os._exit`` (no atexit): close through its
-    own exit finalizers too, so a worker's own leases are revoked when it ends normally. Spawned
-    workers exit through atexit, but its other handlers (urllib3 draining its pools, under a lock)
-    run first: closing in multiprocessing's finalizers, before them, leaves a ``Pool.terminate()``
-    SIGTERM less to land in."""
-    global _exit_hooked
-    if _exit_hooked == os.getpid():
-        return
-    _exit_hooked = os.getpid()
-    util = sys.modules.get("multiprocessing.util")
-    if util is None:
-        return
-
-    def register() -> None:
-        util.Finalize(None, close_all, exitpriority=100)
-
-    register()  # a plain os.fork() child, or one already past the worker's bootstrap
-    # a multiprocessing worker clears the finalizers after the fork: register again after that
-    util.register_after_fork(_exit_hook_for_forked_workers, lambda _: register())
-
-
-#: how long revoking on a signal may take before the process ends anyway (each revocation has
-#: a 10 s deadline of its own; this only catches a handler stuck on a lock it interrupted)
-SIGNAL_CLOSE_LIMIT = 60.0
-
-
-def _before_signal_close() -> None:
-    """The signal may have interrupted the HTTP client with its pool's lock held: revoke through
-    new connections (``backends._http.abandon_pools``), never through the interrupted pool."""
-    http = sys.modules.get(f"{__package__}.backends._http")
-    if http is not None:
-        http.abandon_pools()
-
-
-def _stuck_in_signal_close(signum: int) -> None:
-    """The handler has not finished revoking after ``SIGNAL_CLOSE_LIMIT`` (a lock the signal
-    interrupted, most likely): end the process rather than hang it (``Pool.terminate()`` and
-    ``docker stop`` would wait for ever, or kill it anyway). What was not revoked ends at its TTL;
-    ``leaseline run`` children's leases stay pending in the lease ledger."""
-    try:
-        os.write(
-            2,
-            f"leaseline: revoking on signal {signum} is stuck after {SIGNAL_CLOSE_LIMIT:.0f} s; "
-            "ending the process. Leases it could not revoke end at their TTL; "
-            "'leaseline leases list' shows the ones recorded as pending.\n".encode(),
-        )
-    finally:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _install_sigterm_handler() -> None:
-    """On SIGTERM and SIGHUP, revoke everything, then do what the previous handler would have done.
-
-    Idempotent while ours is the installed handler; call it again after a framework replaced the
-    handler (Airflow's task runner does) to put ours back in front of theirs. A SIGHUP that is
-    ignored (``nohup``) stays ignored: the process lives on, and so do its leases.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in ENDING_SIGNALS:
-        _install_handler(signum)
-
-
-def _install_handler(signum: int) -> None:
-    try:
-        previous = signal.getsignal(signum)
-    except ValueError:
-        return
-    if getattr(previous, "_leaseline", False):
-        return
-    if signum != signal.SIGTERM and previous == signal.SIG_IGN:
-        return
-
-    def then(signum: int, frame: Any) -> None:
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-
-    def handler(signum: int, frame: Any) -> None:
-        closing = _closing
-        if closing is not None and closing[0] == os.getpid():
-            if closing[1] == threading.get_ident():
-                # interrupting a close in progress (a pool worker ending, atexit): let it
-                # finish revoking, then end as the signal says
-                _deferred.append(lambda: then(signum, frame))
-                return
-            _closed_event.wait(30)  # another thread is revoking: wait for it
-        _before_signal_close()
-        watchdog = threading.Timer(SIGNAL_CLOSE_LIMIT, _stuck_in_signal_close, (signum,))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            close_all()
-        finally:
-            watchdog.cancel()
-        then(signum, frame)
-
-    handler._leaseline = True  # type: ignore[attr-defined]
-    try:
-        signal.signal(signum, handler)
-    except ValueError:  # not the main thread of the main interpreter
-        return
+# under the name it had here (airflow's task hook re-installs it after the task runner's)
+_install_sigterm_handler = _lifetime.install_signal_handlers
