@@ -16,11 +16,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli import Options, end_process, fail
+
+if TYPE_CHECKING:
+    from ._ledger import Ledger
+    from ._resolver import Resolver
 
 __all__ = ["run"]
 
@@ -190,7 +194,7 @@ def _private_dir() -> Path:
 class Session:
     """Resolution, ledger and files for one ``leaseline run`` (across restarts)."""
 
-    def __init__(self, resolver: Any, plan: Plan, ledger: Any) -> None:
+    def __init__(self, resolver: Resolver, plan: Plan, ledger: Ledger) -> None:
         from ._ledger import Recorder
 
         self.resolver = resolver
@@ -273,7 +277,7 @@ class Session:
         return list(self.resolver.unrevoked)
 
 
-def implicit_refs(environ: Mapping[str, str], resolver: Any) -> dict[str, str]:
+def implicit_refs(environ: Mapping[str, str], resolver: Resolver) -> dict[str, str]:
     """Environment variables whose *value* is a reference to a known store (as ``op run`` does)."""
     from ._refs import is_reference
     from ._registry import BUILTIN

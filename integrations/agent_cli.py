@@ -17,12 +17,17 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli import Options
 from .render_cli import build_outputs, output_options, render_once
+
+if TYPE_CHECKING:
+    from ._ledger import Ledger
+    from ._render import Output
+    from ._resolver import Resolver
 
 __all__ = ["Agent", "Notify", "agent"]
 
@@ -64,9 +69,9 @@ class Agent:
 
     def __init__(
         self,
-        resolver: Any,
-        outputs: list[Any],
-        ledger: Any,
+        resolver: Resolver,
+        outputs: list[Output],
+        ledger: Ledger,
         *,
         notify: tuple[Notify, ...] = (),
         interval: float = 1.0,
