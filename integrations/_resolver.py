@@ -29,7 +29,7 @@ import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import masking
 from ._config import Config, load_config, parse_duration
@@ -57,6 +57,9 @@ from .backends import (
     RefreshDefault,
     SecretMetadata,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["LeaseHandle", "Resolver", "RotateCallback"]
 
@@ -127,7 +130,7 @@ class Resolver:
         self._callbacks: list[RotateCallback] = []
         self._retired: list[tuple[str, str, Lease]] = []
         self._scheduler = Scheduler(clock)
-        self._executor: Any = None  # a ThreadPoolExecutor, made on first background refresh
+        self._executor: ThreadPoolExecutor | None = None  # made on first background refresh
         self._closed = False
         self._pid = os.getpid()  # the process that owns what this resolver takes
         self._built: set[str] = set()  # stores built from config (rebuilt after a fork)
@@ -222,7 +225,7 @@ class Resolver:
                 task_ttl=self._settings.task_ttl,
                 renew_token=self._renew_token,
             )
-            backend = typing.cast(Backend, cls(store, table, context))
+            backend = cls(store, table, context)
             self._backends[store] = backend
             self._built.add(store)
             self._owned_stores.add(store)

@@ -17,7 +17,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,9 +25,10 @@ from .cli import Options
 from .render_cli import build_outputs, output_options, render_once
 
 if TYPE_CHECKING:
-    from ._ledger import Ledger
+    from ._ledger import Entry, Ledger, Unrevoked
     from ._render import Output
     from ._resolver import Resolver
+    from ._secret import Secret
 
 __all__ = ["Agent", "Notify", "agent"]
 
@@ -88,11 +89,11 @@ class Agent:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.stack = ExitStack()
-        self.adopted: list[Any] = []
+        self.adopted: list[Entry] = []
         self.rotations = 0
         self._stores = sorted({p.store for p in self.renderer.parsed.values()})
 
-    def _rotated(self, ref: str, old: Any, new: Any) -> None:
+    def _rotated(self, ref: str, old: Secret, new: Secret) -> None:
         self.rotations += 1
         self.wake.set()
 
@@ -164,14 +165,14 @@ class Agent:
         self.stopping.set()
         self.wake.set()
 
-    def close(self) -> list[Any]:
+    def close(self) -> list[Unrevoked]:
         """Revoke every lease: ours (through the resolver) and the adopted ones. Returns what
         could not be revoked (kept in the ledger as pending)."""
         from ._exceptions import LeaselineError
         from ._ledger import Unrevoked
         from ._secret import Lease
 
-        unrevoked: list[Any] = []
+        unrevoked: list[Unrevoked] = []
         try:
             self.stack.close()
             self.resolver.close()
@@ -273,7 +274,7 @@ def agent(
         s: signal.signal(s, lambda signum, frame: runner.stop())
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
-    unrevoked: list[Any] = []
+    unrevoked: list[Unrevoked] = []
     try:
         runner.start()
         _say(f"rendered {len(outputs)} file(s); holding {len(resolver.leases())} lease(s)")

@@ -32,6 +32,7 @@ from ._protocols import (
 
 __all__ = [
     "Backend",
+    "BackendClass",
     "BackendContext",
     "HealthChecked",
     "Listable",
@@ -76,6 +77,11 @@ class BackendContext:
     #: the resolver's renewal scheduler, for the store's login and per-task tokens. A store
     #: built outside a resolver (``None``) does not renew them: they live their TTL.
     renew_token: TokenRenewal | None = None
+
+
+#: what the registry holds per store type: a backend class, called as ``cls(name, options,
+#: context)`` with the ``[stores.NAME]`` table (less ``type`` and ``refresh_after``)
+BackendClass = Callable[[str, Mapping[str, Any], BackendContext], Backend]
 
 
 def options_of(table: Mapping[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
