@@ -19,6 +19,10 @@ cryptoperiod) or is rotated on every deployment::
 evaluation in :func:`evaluate`, clock injected). :func:`run` rotates what is due through a
 :class:`~leaseline._rotators.Rotator`: stage, verify, promote, grace window, retire, each step
 audited; a failure before promote leaves the old version current.
+
+Policies and globs are in ``_rotation_policy``, the rotators and the store side in ``_rotators``
+(imported one way: rotators know nothing of this module). Why ~550 lines here: deploy markers,
+the pure evaluation, enumeration and the two-phase run are one feature's steps, read in order.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@
 - Requests go straight through a urllib3 pool (``._http``; one request per read, no extra
   lookups); hvac, and requests with it, are imported only by the login methods that need them
   (not for a plain token).
+
+Why one module of ~700 lines: error translation, tokens, the mount cache, the protocol and the
+capability methods all work on one client state (token in use, per-task token, known mounts);
+what stands alone is elsewhere (logins: ``vault_auth``; HTTP: ``_http``).
 """
 
 from __future__ import annotations
