@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli import make_resolver
 
+if TYPE_CHECKING:
+    from ._resolver import Resolver
+
 __all__ = ["doctor"]
 
 
-def check_store(resolver: Any, name: str) -> dict[str, Any]:
+def check_store(resolver: Resolver, name: str) -> dict[str, Any]:
     from ._exceptions import LeaselineError
+    from .backends import HealthChecked
 
     row: dict[str, Any] = {"store": name, "type": None, "ok": False}
     try:
@@ -23,17 +27,16 @@ def check_store(resolver: Any, name: str) -> dict[str, Any]:
     except LeaselineError as exc:
         row["detail"] = str(exc).splitlines()[0]
         return row
-    row["type"] = getattr(backend, "type", "?")
-    check = getattr(backend, "check", None)
-    if callable(check):  # a backend's own health check, when it has one
-        row.update(check())
+    row["type"] = backend.type
+    if isinstance(backend, HealthChecked):  # a backend's own health check, when it has one
+        row.update(backend.check())
     else:
         row.update({"reachable": None, "authenticated": None, "token_ttl": None})
     row["ok"] = row.get("reachable") is not False and row.get("authenticated") is not False
     return row
 
 
-def check_ref(resolver: Any, ref: str) -> dict[str, Any]:
+def check_ref(resolver: Resolver, ref: str) -> dict[str, Any]:
     from ._exceptions import (
         AccessDenied,
         BackendUnavailable,
@@ -117,7 +120,9 @@ def _yes(value: Any) -> str:
     return {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}.get(value, str(value))
 
 
-def _print_tables(stores: list[dict[str, Any]], refs: list[dict[str, Any]], source: Any) -> None:
+def _print_tables(
+    stores: list[dict[str, Any]], refs: list[dict[str, Any]], source: str | None
+) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -8,16 +8,20 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli import make_resolver
 
+if TYPE_CHECKING:
+    from ._ledger import Ledger, Unrevoked
+    from .backends import Backend
+
 __all__ = ["leases"]
 
 
-def _ledger(ctx: click.Context) -> Any:
+def _ledger(ctx: click.Context) -> Ledger:
     from ._config import load_config
     from ._ledger import Ledger, default_path
     from .cli import Options
@@ -86,18 +90,19 @@ def list_(ctx: click.Context, show_all: bool, fmt: str) -> None:
     Console().print(table)
 
 
-def revoke_accessor(backend: Any, accessor: str) -> None:
+def revoke_accessor(backend: Backend, accessor: str) -> None:
     """Revoke a Vault token (and every lease issued under it) by its accessor."""
-    method = getattr(backend, "revoke_accessor", None)
-    if method is None:
+    from .backends import PerTaskTokens
+
+    if not isinstance(backend, PerTaskTokens):
         raise click.ClickException(
             f"store {backend.name} cannot revoke a token by accessor; its leases expire with "
             "the token's TTL"
         )
-    method(accessor)
+    backend.revoke_accessor(accessor)
 
 
-def report_unrevoked(command: str, unrevoked: Sequence[Any]) -> int:
+def report_unrevoked(command: str, unrevoked: Sequence[Unrevoked]) -> int:
     """Say on stderr what ``command`` could not revoke and how to finish the job; returns the
     exit status for it: 5 a store was unavailable (down, sealed), 4 denied, 1 otherwise."""
     if not unrevoked:

@@ -16,11 +16,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from .cli import Options, end_process, fail
+
+if TYPE_CHECKING:
+    from ._cli_child import Child
+    from ._ledger import Ledger, Unrevoked
+    from ._resolver import LeaseHandle, Resolver
+    from ._secret import Secret
 
 __all__ = ["run"]
 
@@ -190,7 +196,7 @@ def _private_dir() -> Path:
 class Session:
     """Resolution, ledger and files for one ``leaseline run`` (across restarts)."""
 
-    def __init__(self, resolver: Any, plan: Plan, ledger: Any) -> None:
+    def __init__(self, resolver: Resolver, plan: Plan, ledger: Ledger) -> None:
         from ._ledger import Recorder
 
         self.resolver = resolver
@@ -198,7 +204,7 @@ class Session:
         self.ledger = ledger
         self.recorder = Recorder(ledger, resolver, "run")
         self.stack = ExitStack()
-        self.handles: dict[str, Any] = {}
+        self.handles: dict[str, LeaseHandle] = {}
         self.dir: Path | None = None
         self.file_paths: dict[str, Path] = {}
         self._lock = threading.Lock()
@@ -257,7 +263,7 @@ class Session:
                 files=sorted(str(p) for n, p in self.file_paths.items() if n.startswith("/")),
             )
 
-    def close(self) -> list[Any]:
+    def close(self) -> list[Unrevoked]:
         """Revoke everything, remove the files; returns what could not be revoked (kept in the
         ledger as pending, which the run's ``done`` record does not cover)."""
         try:
@@ -273,7 +279,7 @@ class Session:
         return list(self.resolver.unrevoked)
 
 
-def implicit_refs(environ: Mapping[str, str], resolver: Any) -> dict[str, str]:
+def implicit_refs(environ: Mapping[str, str], resolver: Resolver) -> dict[str, str]:
     """Environment variables whose *value* is a reference to a known store (as ``op run`` does)."""
     from ._refs import is_reference
     from ._registry import BUILTIN
@@ -494,7 +500,7 @@ def _run_session(
 
             masker().check_limits()
 
-        def rotated(ref: str, old: Any, new: Any) -> None:
+        def rotated(ref: str, old: Secret, new: Secret) -> None:
             changed.set()
             with contextlib.suppress(Exception):
                 signal.pthread_kill(main_thread, signal.SIGCHLD)  # wake the main loop
@@ -531,7 +537,7 @@ def _run_session(
 
 
 def _supervise(
-    child: Any, changed: threading.Event, policy: str, policy_signal: int, session: Session
+    child: Child, changed: threading.Event, policy: str, policy_signal: int, session: Session
 ) -> int | None:
     """Wait for the child, forwarding signals; ``None`` means "restart it"."""
     restarting = False

@@ -30,7 +30,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .backends import PerTaskTokens
+
+if TYPE_CHECKING:
+    from ._resolver import Resolver
 
 __all__ = [
     "Entry",
@@ -335,7 +340,7 @@ class Recorder:
     """The one writer of a process's ledger records: its run, leases and child tokens (once
     each), and how it ended. Used by ``leaseline run``, ``render`` and ``agent``."""
 
-    def __init__(self, ledger: Ledger, resolver: Any, cmd: str, **extra: Any) -> None:
+    def __init__(self, ledger: Ledger, resolver: Resolver, cmd: str, **extra: Any) -> None:
         self.ledger = ledger
         self.resolver = resolver
         self.cmd = cmd
@@ -370,9 +375,9 @@ class Recorder:
                 }
             )
         for key, lease in self.resolver.leases():
-            if lease.id in self._seen:
+            if str(lease.id) in self._seen:
                 continue
-            self._seen.add(lease.id)
+            self._seen.add(str(lease.id))
             records.append(
                 {
                     "op": "lease",
@@ -387,7 +392,9 @@ class Recorder:
             )
         for store in sorted(set(stores)):
             backend = self.resolver.backend(store)
-            accessor = getattr(backend, "child_token_accessor", None)
+            if not isinstance(backend, PerTaskTokens):
+                continue
+            accessor = backend.child_token_accessor
             if accessor and f"accessor:{accessor}" not in self._seen:
                 self._seen.add(f"accessor:{accessor}")
                 records.append(
@@ -397,7 +404,7 @@ class Recorder:
                         "started": started,
                         "store": store,
                         "accessor": accessor,
-                        "addr": getattr(getattr(backend, "config", None), "addr", None),
+                        "addr": backend.addr,
                         "time": now,
                     }
                 )

@@ -11,9 +11,12 @@ import importlib
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._exceptions import BackendNotInstalled, LeaselineError
+
+if TYPE_CHECKING:
+    from .backends import BackendClass
 
 __all__ = ["BUILTIN", "BackendSpec", "backend_class", "known_types", "register_backend"]
 
@@ -39,18 +42,18 @@ BUILTIN: Mapping[str, BackendSpec] = MappingProxyType(
 )
 
 _lock = threading.Lock()
-_registered: dict[str, BackendSpec | type[Any]] = {}
+_registered: dict[str, BackendSpec | BackendClass] = {}
 _entry_points_loaded = False
-_classes: dict[str, type[Any]] = {}
+_classes: dict[str, BackendClass] = {}
 
 
-def register_backend(type_: str, target: str | type[Any], *, extra: str | None = None) -> None:
+def register_backend(type_: str, target: str | BackendClass, *, extra: str | None = None) -> None:
     """Make store type ``type_`` available, from a class or a ``"module:Class"`` string.
 
     >>> register_backend("acme", "acme_leaseline:AcmeBackend")  # doctest: +SKIP
     """
     with _lock:
-        _registered[type_] = target if isinstance(target, type) else BackendSpec(target, extra)
+        _registered[type_] = BackendSpec(target, extra) if isinstance(target, str) else target
         _classes.pop(type_, None)
 
 
@@ -72,7 +75,7 @@ def known_types() -> list[str]:
         return sorted(set(BUILTIN) | set(_registered))
 
 
-def backend_class(type_: str) -> type[Any]:
+def backend_class(type_: str) -> BackendClass:
     """The backend class for ``type_``, importing its module on first use.
 
     Raises :class:`BackendNotInstalled` naming the pip extra when the SDK is missing, and
@@ -82,13 +85,13 @@ def backend_class(type_: str) -> type[Any]:
     if cls is not None:
         return cls
     with _lock:
-        spec: BackendSpec | type[Any] | None = _registered.get(type_) or BUILTIN.get(type_)
+        spec: BackendSpec | BackendClass | None = _registered.get(type_) or BUILTIN.get(type_)
         if spec is None:
             _load_entry_points()
             spec = _registered.get(type_)
         if spec is None:
             raise LookupError(type_)
-        if isinstance(spec, type):
+        if not isinstance(spec, BackendSpec):
             cls = spec
         else:
             module_name, _, attr = spec.target.partition(":")

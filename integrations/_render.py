@@ -26,11 +26,15 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from . import masking
 from ._exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._resolver import Resolver
 
 __all__ = [
     "FILTERS",
@@ -203,7 +207,7 @@ class Renderer:
     [PosixPath('/run/secrets/key')]
     """
 
-    def __init__(self, resolver: Any, outputs: Iterable[Output]) -> None:
+    def __init__(self, resolver: Resolver, outputs: Iterable[Output]) -> None:
         self.resolver = resolver
         self.outputs = list(outputs)
         dests = [o.dest for o in self.outputs]
@@ -259,7 +263,7 @@ class Renderer:
         return written
 
 
-def handover_config(config: Any) -> Any:
+def handover_config(config: Config) -> Config:
     """``config`` with the per-task child token turned off for every Vault store.
 
     Leases handed over to another process must not be issued under a token that this process
@@ -279,7 +283,7 @@ def handover_config(config: Any) -> Any:
     return dataclasses.replace(config, stores=MappingProxyType(stores))
 
 
-def detach(resolver: Any) -> None:
+def detach(resolver: Resolver) -> None:
     """Hand ``resolver``'s leases over: this process exits without revoking them.
 
     The leases stay valid until their TTL ends (or a sidecar/cleanup revokes them through the

@@ -25,7 +25,7 @@ import typing
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _lifetime, masking
 from ._config import Config, load_config, parse_duration
@@ -44,7 +44,18 @@ from ._renewal import Scheduler, renewal_time, renewal_window
 from ._retry import call_with_retry
 from ._secret import Lease, Secret
 from .audit import Auditor, NullAuditor, build_auditor
-from .backends import Backend, BackendContext, ReadResult, SecretMetadata
+from .backends import (
+    Backend,
+    BackendContext,
+    PerTaskTokens,
+    ReadResult,
+    Reauthenticating,
+    RefreshDefault,
+    SecretMetadata,
+)
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["LeaseHandle", "Resolver", "RotateCallback"]
 
@@ -115,7 +126,7 @@ class Resolver:
         self._callbacks: list[RotateCallback] = []
         self._retired: list[tuple[str, str, Lease]] = []
         self._scheduler = Scheduler(clock)
-        self._executor: Any = None  # a ThreadPoolExecutor, made on first background refresh
+        self._executor: ThreadPoolExecutor | None = None  # made on first background refresh
         self._closed = False
         self._pid = os.getpid()  # the process that owns what this resolver takes
         self._built: set[str] = set()  # stores built from config (rebuilt after a fork)
@@ -202,9 +213,12 @@ class Resolver:
                     refresh, f"stores.{store}.refresh_after"
                 )
             context = BackendContext(
-                clock=self._clock, resolve=self.resolve, task_ttl=self._settings.task_ttl
+                clock=self._clock,
+                resolve=self.resolve,
+                task_ttl=self._settings.task_ttl,
+                renew_token=self._renew_token,
             )
-            backend = typing.cast(Backend, cls(store, table, context))
+            backend = cls(store, table, context)
             self._backends[store] = backend
             self._built.add(store)
             self._owned_stores.add(store)
@@ -353,10 +367,9 @@ class Resolver:
             try:
                 return fn()
             except AccessDenied:
-                relogin = getattr(backend, "reauthenticate", None)
-                if relogin is None:
+                if not isinstance(backend, Reauthenticating):
                     raise
-                relogin()
+                backend.reauthenticate()
                 return fn()
 
         return call_with_retry(
@@ -442,7 +455,9 @@ class Resolver:
         if lease is None:
             refresh = self._refresh_after.get(ref.store)
             if refresh is None:
-                refresh = getattr(self.backend(ref.store), "default_refresh_after", None)
+                backend = self.backend(ref.store)
+                if isinstance(backend, RefreshDefault):
+                    refresh = backend.default_refresh_after
             if refresh is None:
                 refresh = self._settings.refresh_after
             return _Entry(ref, secret, refresh_at=now + refresh, serve_until=_FOREVER)
@@ -494,6 +509,34 @@ class Resolver:
     ) -> None:
         earliest, latest = renewal_window(issued, ttl)
         self._scheduler.spread(earliest, latest, ("renew", key), fn, self._rng)
+        self._scheduler.start()
+
+    def _renew_token(
+        self, key: str, issued_at: float, ttl: float, renew: Callable[[], float | None]
+    ) -> None:
+        """A store's own token (``BackendContext.renew_token``), renewed like a lease: in the
+        window ending at 2/3 of its TTL, again 10 s after a failure, until ``renew()`` says the
+        token is gone (``None``). The jobs live in this resolver's scheduler, so close stops them
+        and a forked child (a new scheduler) never renews the parent's tokens."""
+
+        def run() -> None:
+            if self._closed:
+                return
+            try:
+                new_ttl = renew()
+            except LeaselineError as exc:
+                log.warning(
+                    "leaseline: renewing the token %s failed (%s); retrying in 10 s",
+                    key,
+                    type(exc).__name__,
+                )
+                self._schedule(("token", key), self._clock() + 10, run)
+                return
+            if new_ttl:
+                self._renew_token(key, self._clock(), new_ttl, renew)
+
+        earliest, latest = renewal_window(issued_at, ttl)
+        self._scheduler.spread(earliest, latest, ("token", key), run, self._rng)
         self._scheduler.start()
 
     def _renew(self, key: str) -> None:
@@ -781,15 +824,15 @@ class Resolver:
         for name, backend in list(self._backends.items()):
             if name not in self._owned_stores:
                 continue  # the parent's (passed in before a fork): not ours to close
-            accessor = getattr(backend, "child_token_accessor", None)
+            tokens = backend if isinstance(backend, PerTaskTokens) else None
+            accessor = tokens.child_token_accessor if tokens is not None else None
             try:
                 backend.close()
             except LeaselineError as exc:
-                if not accessor:
+                if tokens is None or not accessor:
                     log.warning("leaseline: closing store %s failed: %s", name, exc)
                     continue
-                addr = getattr(getattr(backend, "config", None), "addr", None)
-                self._failed(Unrevoked("token", name, accessor=accessor, addr=addr), exc)
+                self._failed(Unrevoked("token", name, accessor=accessor, addr=tokens.addr), exc)
             except Exception as exc:
                 log.warning("leaseline: closing store %s failed: %s", name, type(exc).__name__)
         self._auditor.close()

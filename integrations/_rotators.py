@@ -6,20 +6,21 @@ current), ``retire`` (after the grace window, end the old one) and ``abort`` (un
 
 Most rotators only need to *mint* values: subclass :class:`ProviderRotator` and implement
 ``mint`` (and ``revoke`` to end the old key at the provider, e.g. an LLM vendor's key API); the
-store side is chosen by the reference's store type:
+store side is chosen by what the reference's store can do (its capability protocols in
+:mod:`leaseline.backends`; rotation calls only their public methods):
 
-- Vault KV v2: KV has no pending state, so the staged value is held by the run (and the
+- :class:`~leaseline.backends.Versioned` (Vault KV v2, memory): KV has no pending state, so the staged value is held by the run (and the
   provider) until verified; promote writes it as a new version with check-and-set on the version
   current at stage time; the previous version stays readable (``?version=N``) through the grace
   window; retire soft-deletes it.
-- Secrets Manager: ``PutSecretValue`` labelled ``AWSPENDING``; promote moves ``AWSCURRENT`` (the
+- :class:`~leaseline.backends.StagingLabels` (Secrets Manager): ``PutSecretValue`` labelled
+  ``AWSPENDING``; promote moves ``AWSCURRENT`` (the
   old version becomes ``AWSPREVIOUS``); retire removes ``AWSPREVIOUS``; abort removes
   ``AWSPENDING``.
-- memory: for tests and examples.
 
 Built in: ``random-token``, ``random-password`` (provider rotators minting random values) and
-``vault-db-static-role`` (Vault database static roles: ``rotate-role`` changes the password in
-the database in place). Third parties register more through the ``leaseline.rotators``
+``vault-db-static-role`` (:class:`~leaseline.backends.StaticRoles`, Vault database static roles:
+``rotate-role`` changes the password in the database in place). Third parties register more through the ``leaseline.rotators``
 entry-point group (``name = "module:Class"``) or :func:`register_rotator`.
 """
 
@@ -31,7 +32,6 @@ import re
 import secrets
 import string
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from . import masking
 from ._exceptions import ConfigError, LeaselineError
 from ._refs import SecretRef
+from ._rotation_policy import Policy, iso_time
 from ._secret import Secret
+from .backends import Backend, StagingLabels, StaticRoles, Version, Versioned
 
 if TYPE_CHECKING:
     from ._resolver import Resolver
-    from .backends import Backend
-    from .rotation import Policy
 
 __all__ = [
     "BUILTIN",
@@ -227,177 +227,85 @@ class _Store(Protocol):
 
 
 def _store_for(job: Job) -> _Store:
-    kind = getattr(job.backend, "type", "?")
-    store = _STORES.get(kind)
-    if store is None:
-        raise ConfigError(
-            f"{job.ref.key}: rotators that mint values can write to {', '.join(sorted(_STORES))} "
-            f"stores, not '{kind}'"
-        )
-    return store
+    backend = job.backend
+    if isinstance(backend, StagingLabels):
+        return _Staging(backend)
+    if isinstance(backend, Versioned):
+        return _Versions(backend)
+    raise ConfigError(
+        f"{job.ref.key}: rotators that mint values write new versions to stores that keep "
+        f"versions or staging labels (vault KV v2, aws-sm, memory), not '{backend.type}' "
+        f"(store '{backend.name}')"
+    )
 
 
 def _reveal_all(secret: Secret) -> dict[str, str]:
     return {f: secret.reveal(f) for f in secret.fields}
 
 
-class _KvV2:
-    """Vault KV v2: promote writes a version (check-and-set), retire soft-deletes the old one."""
+class _Versions:
+    """Versioned stores (KV v2): promote writes a version (check-and-set on the version current
+    at stage time), retire deletes the old one."""
 
-    def _paths(self, job: Job) -> tuple[Any, str, str]:
-        backend: Any = job.backend
-        path = job.ref.locator.strip("/")
-        mount, rest = backend._mount_for(path + "/", job.ref.key)
-        if mount.kind != "kv2":
-            raise ConfigError(
-                f"{job.ref.key}: rotation writes new versions, which needs a KV v2 mount "
-                f"({mount.path or path} is {mount.kind}); KV v1 keeps no previous version"
-            )
-        return backend, mount.path, rest.rstrip("/")
+    def __init__(self, backend: Versioned) -> None:
+        self.backend = backend
 
     def current(self, job: Job) -> tuple[dict[str, str], str | None, dict[str, Any]]:
-        backend, mount, rest = self._paths(job)
-        data = backend._request("GET", f"{mount}data/{rest}", ref=job.ref.key)["data"]
-        raw = data.get("data") or {}
-        fields = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
-        return fields, str(data["metadata"]["version"]), {"raw": raw, "read": fields}
+        now: Version = self.backend.read_version(job.ref)
+        fields = dict(now.fields)
+        return fields, now.version, {"raw": dict(now.raw), "read": fields}
 
     def stage(self, job: Job, staged: Staged) -> None:
         pass  # held in memory (and by the provider) until verified: KV has no pending state
 
     def promote(self, job: Job, staged: Staged) -> None:
-        backend, mount, rest = self._paths(job)
         data = dict(staged.state.get("raw", {}))  # untouched fields keep their JSON types
         read = staged.state.get("read", {})
         for name, value in _reveal_all(staged.secret).items():
             if read.get(name) != value:
                 data[name] = value
-        body = {"options": {"cas": int(staged.previous_version or 0)}, "data": data}
-        out = backend._request("POST", f"{mount}data/{rest}", ref=job.ref.key, body=body)
-        staged.version = str((out.get("data") or {}).get("version"))
+        staged.version = self.backend.write_version(job.ref, data, expected=staged.previous_version)
 
     def retire(self, job: Job, staged: Staged) -> None:
         if staged.previous_version is None:
             return
-        backend, mount, rest = self._paths(job)
-        action = "destroy" if job.options.get("destroy_previous") else "delete"
-        backend._request(
-            "POST",
-            f"{mount}{action}/{rest}",
-            ref=job.ref.key,
-            body={"versions": [int(staged.previous_version)]},
+        self.backend.retire_version(
+            job.ref, staged.previous_version, destroy=bool(job.options.get("destroy_previous"))
         )
 
     def abort(self, job: Job, staged: Staged) -> None:
         pass  # nothing was written
 
 
-class _SecretsManager:
-    """Secrets Manager staging labels: AWSPENDING -> AWSCURRENT (old -> AWSPREVIOUS)."""
+class _Staging:
+    """Staging labels (Secrets Manager): AWSPENDING -> AWSCURRENT (old -> AWSPREVIOUS)."""
 
-    def _call(self, job: Job, action: str, fn: Any) -> Any:
-        backend: Any = job.backend
-        return backend._call(f"secretsmanager:{action}", job.ref.locator, job.ref.key, fn)
+    def __init__(self, backend: StagingLabels) -> None:
+        self.backend = backend
 
     def current(self, job: Job) -> tuple[dict[str, str], str | None, dict[str, Any]]:
-        from .backends.aws import _secret_fields
-
-        resp = self._call(
-            job, "GetSecretValue", lambda c: c.get_secret_value(SecretId=job.ref.locator)
-        )
-        if "SecretString" not in resp:
-            raise ConfigError(f"{job.ref.key} is a binary secret; random rotators write strings")
-        text = str(resp["SecretString"])
-        fields = _secret_fields(resp)
-        as_json = text.lstrip().startswith("{") and "value" not in fields
-        return fields, str(resp["VersionId"]), {"json": as_json}
+        now = self.backend.read_version(job.ref)
+        return dict(now.fields), now.version, {"json": now.json}
 
     def stage(self, job: Job, staged: Staged) -> None:
         values = _reveal_all(staged.secret)
         text = json.dumps(values) if staged.state.get("json", True) else values["value"]
-        token = str(uuid.uuid4())
-        self._call(
-            job,
-            "PutSecretValue",
-            lambda c: c.put_secret_value(
-                SecretId=job.ref.locator,
-                ClientRequestToken=token,
-                SecretString=text,
-                VersionStages=["AWSPENDING"],
-            ),
-        )
-        staged.version = token
+        staged.version = token = self.backend.stage_version(job.ref, text)
         # verify what the store holds under AWSPENDING, not what we meant to write
-        from .backends.aws import _secret_fields
-
-        resp = self._call(
-            job,
-            "GetSecretValue",
-            lambda c: c.get_secret_value(SecretId=job.ref.locator, VersionStage="AWSPENDING"),
-        )
-        staged.secret = Secret(job.ref.key, _secret_fields(resp), version=token)
+        pending = self.backend.read_version(job.ref, "AWSPENDING")
+        staged.secret = Secret(job.ref.key, pending.fields, version=token)
 
     def promote(self, job: Job, staged: Staged) -> None:
-        self._call(
-            job,
-            "UpdateSecretVersionStage",
-            lambda c: c.update_secret_version_stage(
-                SecretId=job.ref.locator,
-                VersionStage="AWSCURRENT",
-                MoveToVersionId=staged.version,
-                RemoveFromVersionId=staged.previous_version,
-            ),
-        )
-        self._unlabel(job, "AWSPENDING", staged.version)
+        assert staged.version is not None
+        self.backend.promote_version(job.ref, staged.version, staged.previous_version)
 
     def retire(self, job: Job, staged: Staged) -> None:
-        if not job.options.get("keep_previous"):
-            self._unlabel(job, "AWSPREVIOUS", staged.previous_version)
+        if not job.options.get("keep_previous") and staged.previous_version is not None:
+            self.backend.unlabel_version(job.ref, "AWSPREVIOUS", staged.previous_version)
 
     def abort(self, job: Job, staged: Staged) -> None:
-        self._unlabel(job, "AWSPENDING", staged.version)
-
-    def _unlabel(self, job: Job, stage: str, version: str | None) -> None:
-        if version is None:
-            return
-        self._call(
-            job,
-            "UpdateSecretVersionStage",
-            lambda c: c.update_secret_version_stage(
-                SecretId=job.ref.locator, VersionStage=stage, RemoveFromVersionId=version
-            ),
-        )
-
-
-class _Memory:
-    """The memory store (tests, examples): promote replaces the item."""
-
-    def current(self, job: Job) -> tuple[dict[str, str], str | None, dict[str, Any]]:
-        result = job.backend.read(job.ref)
-        return dict(result.fields), result.version, {}
-
-    def stage(self, job: Job, staged: Staged) -> None:
-        pass
-
-    def promote(self, job: Job, staged: Staged) -> None:
-        from .backends.memory import MemoryBackend
-
-        MemoryBackend.put(
-            job.ref.store,
-            job.ref.locator,
-            _reveal_all(staged.secret),
-            now=job.resolver.clock(),
-        )
-        staged.version = job.backend.metadata(job.ref).version
-
-    def retire(self, job: Job, staged: Staged) -> None:
-        pass
-
-    def abort(self, job: Job, staged: Staged) -> None:
-        pass
-
-
-_STORES: dict[str, _Store] = {"vault": _KvV2(), "aws-sm": _SecretsManager(), "memory": _Memory()}
+        if staged.version is not None:
+            self.backend.unlabel_version(job.ref, "AWSPENDING", staged.version)
 
 
 # -- Vault database static roles ------------------------------------------------------------------
@@ -414,14 +322,15 @@ class VaultDatabaseStaticRole:
         self.options = dict(options or {})
 
     def stage(self, job: Job) -> Staged:
-        m = _STATIC_CREDS.fullmatch(job.ref.locator.strip("/"))
-        if m is None or getattr(job.backend, "type", None) != "vault":
+        backend = job.backend
+        if not isinstance(backend, StaticRoles) or not _STATIC_CREDS.fullmatch(
+            job.ref.locator.strip("/")
+        ):
             raise ConfigError(
                 f"{job.ref.key}: vault-db-static-role rotates vault://MOUNT/static-creds/ROLE"
             )
-        backend: Any = job.backend
         before = backend.metadata(job.ref).updated_at
-        backend._request("POST", f"{m['mount']}/rotate-role/{m['role']}", ref=job.ref.key)
+        backend.rotate_static_role(job.ref)
         result = backend.read(job.ref)
         masking.masker().add_many(result.fields.values())
         after = backend.metadata(job.ref).updated_at
@@ -443,9 +352,7 @@ class VaultDatabaseStaticRole:
 
 
 def _stamp(ts: float | None) -> str | None:
-    from .rotation import _iso
-
-    return _iso(ts)
+    return iso_time(ts)
 
 
 # -- the registry ---------------------------------------------------------------------------------

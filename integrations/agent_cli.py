@@ -17,12 +17,18 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from .cli import Options
 from .render_cli import build_outputs, output_options, render_once
+
+if TYPE_CHECKING:
+    from ._ledger import Entry, Ledger, Unrevoked
+    from ._render import Output
+    from ._resolver import Resolver
+    from ._secret import Secret
 
 __all__ = ["Agent", "Notify", "agent"]
 
@@ -64,9 +70,9 @@ class Agent:
 
     def __init__(
         self,
-        resolver: Any,
-        outputs: list[Any],
-        ledger: Any,
+        resolver: Resolver,
+        outputs: list[Output],
+        ledger: Ledger,
         *,
         notify: tuple[Notify, ...] = (),
         interval: float = 1.0,
@@ -83,11 +89,11 @@ class Agent:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.stack = ExitStack()
-        self.adopted: list[Any] = []
+        self.adopted: list[Entry] = []
         self.rotations = 0
         self._stores = sorted({p.store for p in self.renderer.parsed.values()})
 
-    def _rotated(self, ref: str, old: Any, new: Any) -> None:
+    def _rotated(self, ref: str, old: Secret, new: Secret) -> None:
         self.rotations += 1
         self.wake.set()
 
@@ -159,14 +165,14 @@ class Agent:
         self.stopping.set()
         self.wake.set()
 
-    def close(self) -> list[Any]:
+    def close(self) -> list[Unrevoked]:
         """Revoke every lease: ours (through the resolver) and the adopted ones. Returns what
         could not be revoked (kept in the ledger as pending)."""
         from ._exceptions import LeaselineError
         from ._ledger import Unrevoked
         from ._secret import Lease
 
-        unrevoked: list[Any] = []
+        unrevoked: list[Unrevoked] = []
         try:
             self.stack.close()
             self.resolver.close()
@@ -268,7 +274,7 @@ def agent(
         s: signal.signal(s, lambda signum, frame: runner.stop())
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
-    unrevoked: list[Any] = []
+    unrevoked: list[Unrevoked] = []
     try:
         runner.start()
         _say(f"rendered {len(outputs)} file(s); holding {len(resolver.leases())} lease(s)")

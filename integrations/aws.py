@@ -160,7 +160,9 @@ def session(
     core = botocore.session.Session()
     core.get_component("credential_provider").insert_before("env", LeaselineProvider())
     if region_name is None:  # the region the reference's store talks to, when it is an AWS store
-        backend: Any = resolver.backend(resolver.parse(ref).store)
-        if str(getattr(backend, "type", "")).startswith("aws-"):
+        from .backends._aws import AwsBackendBase  # boto3 is imported by now
+
+        backend = resolver.backend(resolver.parse(ref).store)
+        if isinstance(backend, AwsBackendBase):
             region_name = backend.client().meta.region_name
     return boto3.Session(botocore_session=core, region_name=region_name)

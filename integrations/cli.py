@@ -21,9 +21,12 @@ import importlib
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+
+if TYPE_CHECKING:
+    from ._resolver import Resolver
 
 __all__ = ["COMMANDS", "Options", "cli", "end_process", "fail", "main", "make_resolver"]
 
@@ -101,7 +104,7 @@ def end_process(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def make_resolver(ctx: click.Context | None = None, **kwargs: Any) -> Any:
+def make_resolver(ctx: click.Context | None = None, **kwargs: Any) -> Resolver:
     """A :class:`leaseline.Resolver` from ``--config`` (or the usual places) and the environment."""
     from ._config import load_config
     from ._resolver import Resolver

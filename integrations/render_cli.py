@@ -6,11 +6,14 @@ Shares option parsing with ``leaseline agent`` (``agent --once`` is ``render``).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli import Options
+
+if TYPE_CHECKING:
+    from ._render import Output
 
 __all__ = ["build_outputs", "output_options", "render", "render_once"]
 
@@ -25,7 +28,7 @@ def _mode(text: str) -> int:
     return mode
 
 
-def build_outputs(files: tuple[str, ...], templates: tuple[str, ...], mode: str) -> list[Any]:
+def build_outputs(files: tuple[str, ...], templates: tuple[str, ...], mode: str) -> list[Output]:
     """:class:`~leaseline._render.Output` list from ``--file PATH=REF`` and ``--template SRC:DEST``."""
     from ._render import Output
 
@@ -74,7 +77,7 @@ def output_options(fn: Any) -> Any:
     return fn
 
 
-def render_once(opts: Options, outputs: list[Any], *, quiet: bool = False) -> None:
+def render_once(opts: Options, outputs: list[Output], *, quiet: bool = False) -> None:
     """Render ``outputs`` once and hand every lease over (recorded in the ledger, not revoked)."""
     from ._ci import announce_masks
     from ._config import load_config

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from .cli import fail, make_resolver
+
+if TYPE_CHECKING:
+    from ._resolver import Resolver
+    from .rotation import RotationSettings
 
 __all__ = ["rotation"]
 
@@ -37,7 +41,7 @@ def _parse_now(value: str | None) -> float | None:
         fail(f"--now: expected ISO-8601 or epoch seconds, got {value!r}", 2)
 
 
-def _settings(resolver: Any) -> Any:
+def _settings(resolver: Resolver) -> RotationSettings:
     from .rotation import RotationSettings
 
     settings = RotationSettings.from_section(resolver.config.section("rotation"))

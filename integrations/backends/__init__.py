@@ -3,45 +3,66 @@
 A backend reads, renews, revokes and describes secrets; the resolver does caching, single
 flight, retries, renewal scheduling, masking and audit. Backend modules import their SDK at the
 top; only the registry (``leaseline._registry``) imports them, lazily.
+
+:class:`Backend` is the protocol every store implements; what only some stores can do is a
+capability protocol (:class:`Listable`, :class:`Versioned`, :class:`PerTaskTokens`...), tested
+with ``isinstance`` (the table is in ``leaseline.backends._protocols``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from .._refs import SecretRef
-from .._secret import Lease
+from ._protocols import (
+    Backend,
+    HealthChecked,
+    Listable,
+    PerTaskTokens,
+    ReadResult,
+    Reauthenticating,
+    RefreshDefault,
+    SecretMetadata,
+    StagingLabels,
+    StaticRoles,
+    Version,
+    Versioned,
+)
 
-__all__ = ["Backend", "BackendContext", "ReadResult", "SecretMetadata"]
+__all__ = [
+    "Backend",
+    "BackendClass",
+    "BackendContext",
+    "HealthChecked",
+    "Listable",
+    "PerTaskTokens",
+    "ReadResult",
+    "Reauthenticating",
+    "RefreshDefault",
+    "SecretMetadata",
+    "StagingLabels",
+    "StaticRoles",
+    "TokenRenewal",
+    "Version",
+    "Versioned",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class ReadResult:
-    """The outcome of one store read.
+class TokenRenewal(Protocol):
+    """Schedules the renewal of a store's own token like a lease (``BackendContext.renew_token``).
 
-    ``lease`` is ``None`` for static secrets (KV, Secrets Manager...): the resolver then applies the
-    store's refresh deadline. ``version`` identifies what was read (KV version, AWS version id).
+    ``renew_token(key, issued_at, ttl, renew)``: the resolver calls ``renew()`` inside the
+    renewal window of a ``ttl``-second token issued at ``issued_at`` (at 2/3 of its TTL at the
+    latest), again on the TTL ``renew()`` returns, and 10 s later when it raises a
+    :class:`~leaseline.LeaselineError`; ``renew()`` returning ``None`` ends it (the token was
+    replaced). Scheduling ``key`` again replaces the job. A forked child does not inherit the
+    jobs: it never renews its parent's tokens.
     """
 
-    fields: Mapping[str, str]
-    lease: Lease | None = None
-    version: str | None = None
-    #: who the store says we are (Vault accessor, AWS caller), for audit.
-    identity: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SecretMetadata:
-    """What rotation needs to know about a secret, from the store's own records."""
-
-    ref: str
-    updated_at: float | None = None
-    created_at: float | None = None
-    version: str | None = None
-    expires_at: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    def __call__(
+        self, key: str, issued_at: float, ttl: float, renew: Callable[[], float | None]
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,44 +74,14 @@ class BackendContext:
     resolve: Callable[[str], str]
     #: the task's expected life, for per-task child tokens
     task_ttl: float | None = None
+    #: the resolver's renewal scheduler, for the store's login and per-task tokens. A store
+    #: built outside a resolver (``None``) does not renew them: they live their TTL.
+    renew_token: TokenRenewal | None = None
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """A store type. Implementations translate SDK errors into leaseline's exceptions."""
-
-    #: the store type, e.g. ``"vault"``.
-    type: ClassVar[str]
-    #: the configured store name, e.g. ``"vault"`` or ``"prod-aws"``.
-    name: str
-
-    def read(self, ref: SecretRef) -> ReadResult:
-        """Read the secret ``ref`` points at (the field is ignored: all fields are returned)."""
-        ...
-
-    def renew(self, lease: Lease) -> Lease:
-        """Extend ``lease``; returns the lease as the store now sees it."""
-        ...
-
-    def revoke(self, lease: Lease) -> None:
-        """End ``lease`` now. Revoking an already-gone lease is not an error."""
-        ...
-
-    def metadata(self, ref: SecretRef) -> SecretMetadata:
-        """Ages and versions for rotation checks."""
-        ...
-
-    def close(self) -> None:
-        """Release clients and any per-task token (revoking what it still holds)."""
-        ...
-
-
-# Optional methods a backend may add (looked up with getattr, never required):
-#   reauthenticate()            log in again; the resolver calls it once after a denial
-#   default_refresh_after       class attribute: refresh interval for static secrets of this type
-#   list(prefix) -> list[str]   references under a prefix (rotation checks of glob policies)
-#   check() -> dict             reachability/auth/TTL for `leaseline doctor`
-#   revoke_accessor(accessor)   revoke a per-task token by accessor (`leases revoke --orphaned`)
+#: what the registry holds per store type: a backend class, called as ``cls(name, options,
+#: context)`` with the ``[stores.NAME]`` table (less ``type`` and ``refresh_after``)
+BackendClass = Callable[[str, Mapping[str, Any], BackendContext], Backend]
 
 
 def options_of(table: Mapping[str, Any], allowed: set[str], where: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import builtins
 import functools
 import json
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -38,7 +39,7 @@ from .._config import parse_duration
 from .._exceptions import AccessDenied, ConfigError, InvalidReference, SecretNotFound
 from .._refs import SecretRef
 from .._secret import Lease
-from . import BackendContext, ReadResult, SecretMetadata
+from . import BackendContext, ReadResult, SecretMetadata, Version
 from ._aws import AwsBackendBase, AwsConfig, ref_options, timestamp
 
 __all__ = [
@@ -175,6 +176,63 @@ class SecretsManagerBackend(AwsBackendBase):
             if not token:
                 return sorted(names)
             kwargs["NextToken"] = token
+
+    # -- rotation (capability StagingLabels) ------------------------------------------------------
+
+    def read_version(self, ref: SecretRef, stage: str = "AWSCURRENT") -> Version:
+        """The version labelled ``stage``; a binary secret is refused (rotation writes text)."""
+        response = self._call(
+            "secretsmanager:GetSecretValue",
+            ref.locator,
+            ref.key,
+            lambda c: c.get_secret_value(SecretId=ref.locator, VersionStage=stage),
+        )
+        if "SecretString" not in response:
+            raise ConfigError(f"{ref.key} is a binary secret; random rotators write strings")
+        fields = _secret_fields(response)
+        is_json = str(response["SecretString"]).lstrip().startswith("{") and "value" not in fields
+        return Version(fields, str(response["VersionId"]), json=is_json)
+
+    def stage_version(self, ref: SecretRef, text: str) -> str:
+        """PutSecretValue labelled AWSPENDING; returns the new version id."""
+        token = str(uuid.uuid4())
+        self._call(
+            "secretsmanager:PutSecretValue",
+            ref.locator,
+            ref.key,
+            lambda c: c.put_secret_value(
+                SecretId=ref.locator,
+                ClientRequestToken=token,
+                SecretString=text,
+                VersionStages=["AWSPENDING"],
+            ),
+        )
+        return token
+
+    def promote_version(self, ref: SecretRef, version: str, previous: str | None) -> None:
+        """Move AWSCURRENT to ``version`` (``previous`` becomes AWSPREVIOUS), drop AWSPENDING."""
+        self._call(
+            "secretsmanager:UpdateSecretVersionStage",
+            ref.locator,
+            ref.key,
+            lambda c: c.update_secret_version_stage(
+                SecretId=ref.locator,
+                VersionStage="AWSCURRENT",
+                MoveToVersionId=version,
+                RemoveFromVersionId=previous,
+            ),
+        )
+        self.unlabel_version(ref, "AWSPENDING", version)
+
+    def unlabel_version(self, ref: SecretRef, stage: str, version: str) -> None:
+        self._call(
+            "secretsmanager:UpdateSecretVersionStage",
+            ref.locator,
+            ref.key,
+            lambda c: c.update_secret_version_stage(
+                SecretId=ref.locator, VersionStage=stage, RemoveFromVersionId=version
+            ),
+        )
 
 
 # -- Parameter Store -----------------------------------------------------------------------------

@@ -9,6 +9,9 @@ JSON-object secrets expose their keys as fields; any other value is the field ``
 The SDK's own retries are off: the resolver retries transient errors (429 with ``Retry-After``,
 5xx, connection failures) once, inside its deadline, and its cache and single flight keep a task's
 reads to one per secret, which Key Vault's throttling needs.
+
+Why ~500 lines: most of it is the credential choices and the translation of the SDK's errors
+(throttling, denial, sovereign clouds) into messages that say what to fix; both serve one client.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ Stores with the same name share one table per process::
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import secrets
 import threading
@@ -15,10 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .._exceptions import AccessDenied, LeaseExpired, SecretNotFound
+from .._exceptions import AccessDenied, LeaseExpired, LeaselineError, SecretNotFound
 from .._refs import SecretRef
 from .._secret import Lease
-from . import BackendContext, ReadResult, SecretMetadata, options_of
+from . import BackendContext, ReadResult, SecretMetadata, Version, options_of
 
 __all__ = ["MemoryBackend"]
 
@@ -158,6 +159,43 @@ class MemoryBackend:
         if item is None:
             raise SecretNotFound(f"no secret at {ref.key}", ref=ref.key)
         return SecretMetadata(ref.key, updated_at=item.updated_at, version=str(item.version))
+
+    # -- capabilities: Listable, Versioned (rotation) -------------------------------------------
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        """Every locator under ``prefix`` (the table is flat: no sub-folders)."""
+        with self._table.lock:
+            return sorted(k for k in self._table.items if k.startswith(prefix))
+
+    def read_version(self, ref: SecretRef) -> Version:
+        result = self.read(ref)
+        return Version(dict(result.fields), result.version, raw=dict(result.fields))
+
+    def write_version(
+        self, ref: SecretRef, data: Mapping[str, Any], *, expected: str | None
+    ) -> str | None:
+        """Replace the item with a static one holding ``data``, if its version is still
+        ``expected`` (check-and-set)."""
+        table = self._table
+        with table.lock:
+            old = table.items.get(ref.locator)
+            current = str(old.version) if old else None
+            if current != expected:
+                raise LeaselineError(
+                    f"{ref.key} changed while it was rotated (version {current}, expected "
+                    f"{expected}); nothing was written",
+                    ref=ref.key,
+                )
+            item = _Item(
+                {str(k): str(v) for k, v in data.items()},
+                updated_at=self._clock(),
+                version=old.version + 1 if old else 1,
+            )
+            table.items[ref.locator] = item
+            return str(item.version)
+
+    def retire_version(self, ref: SecretRef, version: str, *, destroy: bool = False) -> None:
+        pass  # the table keeps no previous versions
 
     def close(self) -> None:
         pass

@@ -5,10 +5,18 @@
 - Per-task child token: when the login token may create child tokens, every read is made with a
   child token whose TTL is the task's expected life, renewed while the process lives, revoked at
   close with one call (which revokes every lease issued under it). After SIGKILL nothing
-  outlives that TTL.
+  outlives that TTL. The login token (when the store logged in itself) and the child token are
+  renewed by the resolver's scheduler (``BackendContext.renew_token``), like leases: one
+  renewal mechanism per process, and a forked child never renews its parent's tokens.
+- Rotation writes through the capability methods (``read_version``, ``write_version``,
+  ``retire_version`` on KV v2; ``rotate_static_role`` for database static roles).
 - Requests go straight through a urllib3 pool (``._http``; one request per read, no extra
   lookups); hvac, and requests with it, are imported only by the login methods that need them
   (not for a plain token).
+
+Why one module of ~700 lines: error translation, tokens, the mount cache, the protocol and the
+capability methods all work on one client state (token in use, per-task token, known mounts);
+what stands alone is elsewhere (logins: ``vault_auth``; HTTP: ``_http``).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import builtins
 import importlib.util
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Mapping
@@ -36,9 +45,8 @@ from .._exceptions import (
 )
 from .._logins import remember
 from .._refs import SecretRef
-from .._renewal import Scheduler, renewal_time
 from .._secret import Lease
-from . import BackendContext, ReadResult, SecretMetadata, options_of
+from . import BackendContext, ReadResult, SecretMetadata, Version, options_of
 from ._http import Http, HttpFailure, Response
 from .vault_auth import Auth, auth_from_table
 
@@ -61,6 +69,7 @@ _OPTIONS = {
     "auth",
     "child_token",
 }
+_STATIC_CREDS = re.compile(r"(?P<mount>.+)/static-creds/(?P<role>[^/]+)")
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,6 @@ class VaultBackend:
         self._accessor: str | None = None
         self._child: str | None = None
         self._child_failed = False
-        self._scheduler = Scheduler(context.clock, name=f"leaseline-vault-{name}")
         if self.config.verify is False:
             log.warning("leaseline: TLS verification is off for store %s (tls_skip_verify)", name)
 
@@ -366,7 +374,8 @@ class VaultBackend:
     def _schedule_token_renewal(
         self, token: str | None, kind: str, ttl: float | None = None
     ) -> None:
-        if token is None:
+        schedule = self._context.renew_token
+        if token is None or schedule is None:
             return
         if ttl is None:
             try:
@@ -382,34 +391,21 @@ class VaultBackend:
                 self._accessor = self._accessor or info.get("accessor")
         if not ttl:
             return  # a token with no TTL (root) needs no renewal
-        now = self._clock()
+        increment = f"{int(ttl)}s"
 
-        def renew() -> None:
+        def renew() -> float | None:
             if token not in (self._login_token, self._child):
-                return
-            try:
-                data = self._request(
-                    "POST",
-                    "auth/token/renew-self",
-                    ref="auth/token/renew-self",
-                    token=token,
-                    body={"increment": f"{int(ttl)}s"},
-                )
-                new_ttl = float(data["auth"]["lease_duration"])
-            except LeaselineError as exc:
-                log.warning(
-                    "leaseline: renewing the %s token of store %s failed: %s",
-                    kind,
-                    self.name,
-                    type(exc).__name__,
-                )
-                self._scheduler.at(self._clock() + 10, ("token", kind), renew)
-                return
-            if new_ttl > 0:
-                self._scheduler.at(renewal_time(self._clock(), new_ttl), ("token", kind), renew)
+                return None  # replaced (re-login) or revoked (close): nothing to renew
+            data = self._request(
+                "POST",
+                "auth/token/renew-self",
+                ref="auth/token/renew-self",
+                token=token,
+                body={"increment": increment},
+            )
+            return float(data["auth"]["lease_duration"]) or None
 
-        self._scheduler.at(renewal_time(now, ttl), ("token", kind), renew)
-        self._scheduler.start()
+        schedule(f"{self.name}/{kind}", self._clock(), ttl, renew)
 
     def reauthenticate(self) -> None:
         """Log in again (the resolver calls this once after a 401/403 before giving up)."""
@@ -426,7 +422,12 @@ class VaultBackend:
 
     @property
     def child_token_accessor(self) -> str | None:
+        """The per-task token's accessor (for the lease ledger), ``None`` without one."""
         return self._accessor if self._child else None
+
+    @property
+    def addr(self) -> str:
+        return self.config.addr
 
     # -- mounts -----------------------------------------------------------------------------------
 
@@ -637,13 +638,60 @@ class VaultBackend:
         keys = (body.get("data") or {}).get("keys") or []
         return [f"{path}/{key}" if path else str(key) for key in keys]
 
+    # -- rotation (capabilities Versioned and StaticRoles) ----------------------------------------
+
+    def _kv2(self, ref: SecretRef) -> tuple[str, str]:
+        """(mount path, path beneath it) of a KV v2 secret; rotation needs versions."""
+        path = ref.locator.strip("/")
+        mount, rest = self._mount_for(path + "/", ref.key)
+        if mount.kind != "kv2":
+            raise ConfigError(
+                f"{ref.key}: rotation writes new versions, which needs a KV v2 mount "
+                f"({mount.path or path} is {mount.kind}); KV v1 keeps no previous version"
+            )
+        return mount.path, rest.rstrip("/")
+
+    def read_version(self, ref: SecretRef) -> Version:
+        """The current KV v2 version (``raw``: the fields with their JSON types)."""
+        mount, rest = self._kv2(ref)
+        data = self._request("GET", f"{mount}data/{rest}", ref=ref.key)["data"]
+        raw = data.get("data") or {}
+        return Version(_stringify(raw), str(data["metadata"]["version"]), raw=raw)
+
+    def write_version(
+        self, ref: SecretRef, data: Mapping[str, Any], *, expected: str | None
+    ) -> str | None:
+        """Write the next KV v2 version, check-and-set on ``expected`` (``None``: must not exist)."""
+        mount, rest = self._kv2(ref)
+        body = {"options": {"cas": int(expected or 0)}, "data": dict(data)}
+        out = self._request("POST", f"{mount}data/{rest}", ref=ref.key, body=body)
+        return str((out.get("data") or {}).get("version"))
+
+    def retire_version(self, ref: SecretRef, version: str, *, destroy: bool = False) -> None:
+        """Soft-delete KV v2 ``version`` (``destroy``: its data is removed for good)."""
+        mount, rest = self._kv2(ref)
+        self._request(
+            "POST",
+            f"{mount}{'destroy' if destroy else 'delete'}/{rest}",
+            ref=ref.key,
+            body={"versions": [int(version)]},
+        )
+
+    def rotate_static_role(self, ref: SecretRef) -> None:
+        """``vault://MOUNT/static-creds/ROLE``: ``POST MOUNT/rotate-role/ROLE``."""
+        m = _STATIC_CREDS.fullmatch(ref.locator.strip("/"))
+        if m is None:
+            raise ConfigError(
+                f"{ref.key}: vault-db-static-role rotates vault://MOUNT/static-creds/ROLE"
+            )
+        self._request("POST", f"{m['mount']}/rotate-role/{m['role']}", ref=ref.key)
+
     def close(self) -> None:
         """Revoke the per-task token (every lease under it goes too) and an owned login token.
 
         Raises the :class:`LeaselineError` of a failed per-task token revocation (after closing
         everything else), so the resolver can keep it as pending.
         """
-        self._scheduler.close()
         child, login = self._child, self._login_token
         self._child = None
         self._token = None
