@@ -35,6 +35,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[str]:
     """Make exactly one engine available to the masker (the others fail to import)."""
     name: str = request.param
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_stream, "_shared", {})  # no matcher built under another test's engine
         if name == "hyperscan":
             try:
                 import hyperscan  # noqa: F401
@@ -119,6 +120,33 @@ def test_bulk_chunks_with_values_at_the_edges(engine: str) -> None:
         assert engine_of(m) == "ahocorasick-rs"
     elif engine == "hyperscan":
         assert engine_of(m) == "hyperscan"
+
+
+def test_forms_found_through_keys_that_start_inside_them(engine: str) -> None:
+    """Aho-Corasick searches for a part of each form that starts with one of at most 3 bytes
+    (its ``memchr`` prefilter) and checks the bytes before it: every form is still masked
+    whole, after a false start, and split at any read."""
+    values = [f"key-{secrets.token_hex(12)}" for _ in range(20)]
+    forms = sorted(frozenset().union(*(stream_forms(v) for v in values)))
+    m = masker_for(*values)
+    pieces = []
+    for i, form in enumerate(forms):
+        decoy = form[: 1 + i % 20] + secrets.token_hex(2).encode()  # starts like the form
+        decoy += b"#" + b"#" * (i % 3) + form[1 + i % 3 :]  # ends like it
+        pieces.append(b"<" + decoy + b"|" + form[: i % 9] + form + b">")
+    text = b"\n".join(pieces)
+    want = b"\n".join(p[: p.index(b"|") + 1 + i % 9] + b"***>" for i, p in enumerate(pieces))
+    assert run(m, [text]) == want
+    assert run(m, [text[i : i + 7] for i in range(0, len(text), 7)]) == want
+    if engine == "ahocorasick-rs":
+        keys = {
+            anchor[k:]
+            for anchor, k in zip(
+                m._matcher._anchors, _stream._key_offsets(m._matcher._anchors), strict=True
+            )
+        }
+        assert len({key[0] for key in keys}) <= _stream.START_BYTES
+        assert len({a[0] for a in m._matcher._anchors}) > _stream.START_BYTES
 
 
 def test_ordinary_output_is_not_held_back() -> None:
