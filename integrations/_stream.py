@@ -59,7 +59,13 @@ DFA_BYTES = 1 << 19
 START_BYTES = 3
 
 #: shortest key (a part of an anchor) Aho-Corasick is built over, when it starts inside it
-MIN_KEY = 12
+MIN_KEY = 8
+
+#: at most this many Aho-Corasick automata (scans of each chunk) for keys with few start bytes
+MAX_AUTOMATA = 3
+
+#: up to this many anchors (~600 values) the keys are chosen (~30 ms for 700 anchors)
+KEYED_ANCHORS = 4096
 
 #: with this many forms, Hyperscan is used for every chunk: building an Aho-Corasick DFA of them
 #: costs as much as compiling Hyperscan's database, and one engine is enough
@@ -128,10 +134,23 @@ class Matcher:
         return self._re_hits(data) if self._ac is None else self._ac_hits(data)
 
     def _ac_hits(self, data: Buffer) -> list[tuple[int, int]]:
-        found = self._ac.find_matches_as_indexes(data, overlapping=False)
+        hits: list[tuple[int, int]] = []
+        for automaton, owners, reach in self._ac:
+            self._ac_find(automaton, owners, reach, data, hits)
+        return hits
+
+    def _ac_find(
+        self,
+        automaton: Any,
+        owners: list[list[tuple[int, int]]],
+        reach: int,
+        data: Buffer,
+        hits: list[tuple[int, int]],
+    ) -> None:
+        found = automaton.find_matches_as_indexes(data, overlapping=False)
         if not found:
-            return []
-        reach, size = self._key_reach, len(data)
+            return
+        size = len(data)
         windows: list[list[int]] = []
         for _, start, end in found:
             lo, hi = max(0, start - reach), min(size, end + reach)
@@ -139,16 +158,14 @@ class Matcher:
                 windows[-1][1] = max(windows[-1][1], hi)
             else:
                 windows.append([lo, hi])
-        hits: list[tuple[int, int]] = []
-        anchors, owners = self._anchors, self._owners
+        anchors = self._anchors
         for lo, hi in windows:
-            for key, s, _ in self._ac.find_matches_as_indexes(data[lo:hi], overlapping=True):
+            for key, s, _ in automaton.find_matches_as_indexes(data[lo:hi], overlapping=True):
                 at = lo + s
                 for i, k in owners[key]:  # the anchors with this key at offset k
                     start = at - k
                     if k == 0 or (start >= 0 and data[start:at] == anchors[i][:k]):
                         hits.append((start, i))
-        return hits
 
     def _re_hits(self, data: Buffer) -> list[tuple[int, int]]:
         # the lookahead finds the longest anchor at each position; the shorter ones there are
@@ -183,18 +200,18 @@ class Matcher:
         # a DFA is fastest; past a few hundred thousand anchor bytes (thousands of values) its
         # tables grow large, and the library's own choice (a contiguous NFA) is kept
         small = sum(len(a) for a in self._anchors) <= DFA_BYTES
-        keys: dict[bytes, list[tuple[int, int]]] = {}
-        for i, (anchor, k) in enumerate(
-            zip(self._anchors, _key_offsets(self._anchors), strict=True)
-        ):
-            keys.setdefault(anchor[k:], []).append((i, k))
-        self._owners = list(keys.values())
-        self._key_reach = max(len(key) for key in keys) - 1
-        self._ac = ac.BytesAhoCorasick(
-            list(keys),
-            matchkind=ac.MATCHKIND_STANDARD,
-            implementation=ac.Implementation.DFA if small else None,
-        )
+        automata = []
+        for group in _key_groups(self._anchors):
+            keys: dict[bytes, list[tuple[int, int]]] = {}
+            for i, k in group:
+                keys.setdefault(self._anchors[i][k:], []).append((i, k))
+            automaton = ac.BytesAhoCorasick(
+                list(keys),
+                matchkind=ac.MATCHKIND_STANDARD,
+                implementation=ac.Implementation.DFA if small else None,
+            )
+            automata.append((automaton, list(keys.values()), max(len(key) for key in keys) - 1))
+        self._ac = automata
         self.engine = self.engine or "ahocorasick-rs"
 
     def _hyperscan(self) -> bool:
@@ -260,27 +277,48 @@ class Matcher:
         return size
 
 
-def _key_offsets(anchors: list[bytes]) -> list[int]:
-    """Where in each anchor Aho-Corasick's key starts (the anchor from there on; each hit is
-    checked for the bytes before it). Aho-Corasick skips ahead with ``memchr`` only while
-    its keys start with at most :data:`START_BYTES` distinct bytes, which the anchors of a
-    hundred values in seven encodings seldom do; so, when every anchor holds one of at most
-    that many bytes within its first bytes (keys stay :data:`MIN_KEY` bytes long), the keys
-    start there. Otherwise: all 0, the whole anchors."""
-    left, chosen = anchors, bytearray()
+def _key_groups(anchors: list[bytes]) -> list[list[tuple[int, int]]]:
+    """Aho-Corasick's automata: per automaton, ``(anchor index, offset)`` of each anchor it
+    finds; it searches for the anchor from ``offset`` on (its key), and each hit is checked for
+    the bytes before. Aho-Corasick skips ahead with ``memchr`` only while its keys start with at
+    most :data:`START_BYTES` distinct bytes, which the anchors of a hundred values in seven
+    encodings (and leaseline's tokens) seldom do; so each automaton's keys start at one of at
+    most that many bytes (chosen greedily, most anchors first; keys stay :data:`MIN_KEY` bytes
+    long): a few scans that skip beat one that reads every byte. When that takes more than
+    :data:`MAX_AUTOMATA` automata, or past :data:`KEYED_ANCHORS` anchors (the choice is made in
+    Python): one automaton, of the whole anchors."""
+    whole = [[(i, 0) for i in range(len(anchors))]]
+    if len({a[0] for a in anchors}) <= START_BYTES or len(anchors) > KEYED_ANCHORS:
+        return whole
+    groups: list[list[tuple[int, int]]] = []
+    left = list(range(len(anchors)))
+    while left:
+        if len(groups) == MAX_AUTOMATA:
+            return whole
+        chosen = bytearray()
+        offsets: dict[int, int] = {}
+        while left and len(chosen) < START_BYTES:
+            counts = Counter(
+                b for i in left for b in set(anchors[i][: _last_key_start(anchors[i])])
+            )
+            # most anchors covered; a tie goes to the byte more of them already start with
+            best = max(counts, key=lambda b: (counts[b], sum(anchors[i][0] == b for i in left)))
+            chosen.append(best)
+            rest = []
+            for i in left:
+                k = anchors[i].find(best, 0, _last_key_start(anchors[i]))
+                if k < 0:
+                    rest.append(i)
+                else:
+                    offsets[i] = k
+            left = rest
+        groups.append(sorted(offsets.items()))
+    return groups
 
-    def offset(anchor: bytes, byte: int) -> int:
-        return anchor.find(byte, 0, len(anchor) - min(len(anchor), MIN_KEY) + 1)
 
-    while left and len(chosen) < START_BYTES:
-        counts = Counter(b for a in left for b in set(a[: len(a) - min(len(a), MIN_KEY) + 1]))
-        # most anchors covered; a tie goes to the byte more of them already start with
-        best = max(counts, key=lambda b: (counts[b], sum(a[0] == b for a in left)))
-        chosen.append(best)
-        left = [a for a in left if offset(a, best) < 0]
-    if left or len({a[0] for a in anchors}) <= START_BYTES:
-        return [0] * len(anchors)
-    return [min(k for k in (offset(a, b) for b in chosen) if k >= 0) for a in anchors]
+def _last_key_start(anchor: bytes) -> int:
+    """Keys start before this offset of ``anchor`` (so they are :data:`MIN_KEY` bytes long)."""
+    return len(anchor) - min(len(anchor), MIN_KEY) + 1
 
 
 def _hyperscan_db(patterns: list[bytes]) -> tuple[Any, Any] | None:
