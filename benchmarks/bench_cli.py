@@ -123,7 +123,9 @@ def _masking(
     return rows
 
 
-def run() -> list[dict[str, object]]:
+def run(pythonpath: str | None = None) -> list[dict[str, object]]:
+    """One full measurement; ``pythonpath``: a directory holding another ``leaseline`` package
+    (the code before a change) that the commands import instead of the installed one."""
     from tests.servers import OpenBao
 
     work = Path(tempfile.mkdtemp(prefix="leaseline-bench-cli-"))
@@ -140,6 +142,8 @@ def run() -> list[dict[str, object]]:
             paths.append(path)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "LEASELINE_"))}
         env.update(bao.env())
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         # Compare installed-package conditions: byte-code caches on, written by the warm-up runs
         # (hvac's are in site-packages already).
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -198,32 +202,55 @@ credentials are. Both sides are read identically: by the benchmark process, thro
 1 MiB reads (`cat FILE | reader` vs `leaseline run -- cat FILE | reader`); throughput from the
 first byte to EOF, so start-up is excluded but the extra pipe hop, the scan and leaseline's exit
 after `cat` ends are included; median of 9 interleaved runs. Each round below is a full,
-separate measurement, one after the other, on a 2-core machine shared with other helpers' test
-runs (load average 3-7 while measuring): plain `cat` itself now runs at ~4.2 GB/s (2.5-2.9 when
-the earlier table was made), which moves the masking ratio more than anything leaseline does.
+separate measurement of this code and then (`before:`, `--before DIR`) of the code before
+issue 18's masking engine (commit e7fff77) in the same minutes, on a 2-core machine shared with
+other helpers' test runs (each row: the load average when its measurement started; `cat`
+itself swings between ~2.2 and ~4.4 GB/s with it, which moves the masking ratio more than
+anything leaseline does).
+
+Summary of the table (medians of its 3 rounds, MB/s, now vs before): Hyperscan `bench-` set
+1040 vs 1021, no common prefix 777 vs 946; ahocorasick-rs `bench-` set 662 vs 744, no common
+prefix 438 vs 390. Round to round each figure moves by 15-30% with the load, so most of these
+are equal within the noise. Hyperscan on values with no common prefix was lower in 2 of 3
+rounds: its database holds 600 anchors and the tokens' forms instead of 300 forms (in-process,
+~24 vs ~17 ms per 64 MB of scan), which building it before the first byte only partly offsets.
+The budget (>= 1/3 of `cat`) is still missed, by both versions: now 0.17-0.25x with Hyperscan
+and 0.07-0.17x with ahocorasick-rs (0.49x and 0.30x in the round where `cat` ran at 2.2 GB/s).
+To reach 1/3 of `cat` at ~4.2 GB/s the relay would need ~1.4 GB/s, which it barely reaches
+with nothing to mask at all (below).
 
 Issue 18 (masking engine), and what it costs:
 - forms per value: 10 before; now also base64 at the two other alignments (standard and URL-safe),
   lower-case `%xx`, JSON inside JSON, UTF-16LE (and `\\r\\n` variants of multi-line values): for
-  these hex values 7 distinct forms instead of 4 (700 patterns instead of 400).
+  these hex values 7 distinct forms instead of 4 (700 patterns instead of 400); and leaseline's
+  own login and child tokens are registered too (they were not before).
 - the automaton holds each form's first 64 bytes and each hit is checked against the whole form;
   a stream holds back at most one form (before: a set of every prefix of every form, gigabytes
   for one 20 KB value). Output holding escape bytes is also matched without its escape sequences.
   The relay finds escape bytes in its own buffer (memchr); as a Hyperscan pattern a single byte
   cost ~20% of its scan.
-- the code before these changes, measured the same way minutes earlier (same machine, same
-  noise), `bench-` set, 3 rounds: Hyperscan 721 / 1167 / 1114 MB/s, ahocorasick-rs 554 / 762 /
-  769 MB/s, `cat` 3915-4204 MB/s; both sets, 2 rounds at load average 11-14: Hyperscan 398 / 741
-  (`bench-`) and 744 / 437 (no common prefix), ahocorasick-rs 270 / 503 and 320 / 201. Hyperscan
-  is unchanged within the noise; ahocorasick-rs on values with no common prefix too (relay
-  alone, in-process: 563 vs 492 MB/s at load 0.5, 258-277 vs 266 MB/s at load 11).
-  ahocorasick-rs (no `fast` extra) on the `bench-` set is ~2x slower: it lost its start-byte
-  prefilter, which needs every form to start with one of at most 3 bytes, and the forms at the
-  two other base64 alignments add 2 (in-process: 685-814 MB/s before, 271-305 after).
-- the 1/3-of-`cat` budget is met by neither version today: `cat` runs ~1.6x faster than when
-  the earlier table was made, the masked runs do not.
-- where the time goes (relay thread, per 64 MB, Hyperscan): ~20 ms scanning, ~8 ms reading and
-  ~10 ms writing (pipe copies), plus ~20 ms compiling the database once, before the first byte."""
+- Aho-Corasick skips ahead with `memchr` only while its patterns start with at most 3 distinct
+  bytes. The code before issue 18 had that on the `bench-` set (every form of one encoding
+  starts alike) until the new forms and the tokens added start bytes: ~2x slower. Now each
+  automaton searches from an inner byte of each form (keys of 8+ bytes, the bytes before
+  checked per hit) chosen so that its keys start with at most 3 bytes; up to 3 such automata
+  (one scan each). In-process, 64 MB at load ~1: `bench-` set 106 -> 44-65 ms, no common
+  prefix 117 -> 78 ms (the one-automaton scan, with tokens and at load 3-4: 160-209 ms vs
+  83 ms for the `bench-` set, 179-200 ms vs 64 + 25 ms in two automata for the other).
+- the engines are built when the relay starts, while the child starts (stdout and stderr share
+  them, a Hyperscan scratch per thread): the ~20 ms compile is no longer between the first
+  byte and EOF. Reads of 256 KiB instead of 1 MiB: the relay alone (no values; `cat` through
+  `Child` in a process without Vault, read as here) went from ~1290 to ~1550 MB/s (the data
+  stays in the CPU's cache between read and write), masked with Hyperscan ~906 to ~925-963.
+- measured and dropped: a second relay thread writing while the first reads and scans
+  (Hyperscan and ahocorasick-rs release the GIL, but on 2 cores shared with `cat` and the
+  reader it was slower: relay alone 856-1079 vs 1207-1287 MB/s, masked 700-880 vs 906-944).
+- where the time goes (relay thread, per 64 MB, Hyperscan): ~25 ms scanning, ~8 ms reading and
+  ~10 ms writing (pipe copies). The relay with nothing to mask already runs at only ~0.3-0.4x
+  of `cat` (an extra pipe hop through Python: two more copies of every byte, on 2 cores that
+  `cat` and the reader use too), so the 1/3 budget leaves the scan almost no room.
+- the code before issue 18 (commit e7fff77) was measured by the same script in the same
+  minutes, alternating with this one: the `before:` rows."""
 
 
 def main() -> None:
@@ -232,13 +259,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole measurement")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also measure, alternating round by round, the `leaseline` package in DIR "
+        "(e.g. a symlink DIR/leaseline to an old worktree's integrations/)",
+    )
     args = parser.parse_args()
     rows = []
     for k in range(1, args.rounds + 1):
-        for r in run():
-            if args.rounds > 1:
-                r = {**r, "measure": f"round {k}: {r['measure']}"}
-            rows.append(r)
+        for label, path in (("", None), ("before: ", args.before)):
+            if label and not path:
+                continue
+            load = os.getloadavg()[0]
+            for r in run(path):
+                prefix = f"round {k}, " if args.rounds > 1 else ""
+                r = {**r, "measure": f"{prefix}load {load:.1f}: {label}{r['measure']}"}
+                rows.append(r)
     print(table(rows))
     if args.write:
         write_section("cli (`python benchmarks/bench_cli.py`)", INTRO, rows)

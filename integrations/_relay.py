@@ -1,10 +1,16 @@
 """Relay one output stream of ``leaseline run``'s child to our own fd, masking it on the way.
 
-Each read (up to 1 MiB: whatever the pipe or pty holds, so a prompt or a progress line passes
+Each read (up to 256 KiB: whatever the pipe or pty holds, so a prompt or a progress line passes
 at once) lands in one reused buffer right behind the bytes the masker held back from the read
 before, so nothing is allocated or concatenated per read, and the clean stretches are written
 from that buffer in place. Output in bulk is scanned by Hyperscan when the ``fast`` extra is
-installed (see ``leaseline._stream``).
+installed (see ``leaseline._stream``); the masker's engines are built when the relay starts,
+while the child starts, not at its first byte.
+
+Measured and left out (benchmarks/RESULTS.md, cli): a second thread writing while this one reads
+and scans (slower on 2 cores shared with the child and the reader: the hand-offs cost more than
+the overlap gains); 1 MiB reads (slower than 256 KiB: the data leaves the CPU's cache between
+the read and the write).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from ._stream import MASK, StreamMasker
 
 __all__ = ["PIPE_SIZE", "READ_SIZE", "Relay", "big_pipe", "write_all"]
 
-READ_SIZE = 1024 * 1024
+#: per read: 256 KiB, which both copies (in, out) find in the CPU's cache (1 MiB reads
+#: measured ~15% slower through the relay: see benchmarks/RESULTS.md, cli)
+READ_SIZE = 256 * 1024
 PIPE_SIZE = 1024 * 1024
 
 
@@ -72,6 +80,8 @@ class Relay(threading.Thread):
 
     def run(self) -> None:
         masker = self.masker
+        # the engines, built while the child starts: no compile between its first byte and EOF
+        masker.prepare()
         # bytearray() is zero-filled lazily by the kernel: a quiet command touches a page or two
         buffer = bytearray(0)
         view = memoryview(buffer)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import threading
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO, TypeAlias, cast
 
@@ -54,6 +55,18 @@ BULK_SCAN = 64 * 1024
 #: anchor bytes up to which Aho-Corasick is built as a DFA
 DFA_BYTES = 1 << 19
 
+#: Aho-Corasick's ``memchr`` prefilter works with keys starting with at most this many bytes
+START_BYTES = 3
+
+#: shortest key (a part of an anchor) Aho-Corasick is built over, when it starts inside it
+MIN_KEY = 8
+
+#: at most this many Aho-Corasick automata (scans of each chunk) for keys with few start bytes
+MAX_AUTOMATA = 3
+
+#: up to this many anchors (~600 values) the keys are chosen (~30 ms for 700 anchors)
+KEYED_ANCHORS = 4096
+
 #: with this many forms, Hyperscan is used for every chunk: building an Aho-Corasick DFA of them
 #: costs as much as compiling Hyperscan's database, and one engine is enough
 MANY_FORMS = 64
@@ -77,8 +90,8 @@ class Matcher:
     """
 
     def __init__(self, forms: list[bytes], *, hyperscan: bool = True) -> None:
-        """``hyperscan=False``: never Hyperscan (its scratch space serves one thread at a time;
-        the process masker is called from any thread)."""
+        """``hyperscan=False``: never Hyperscan (the process masker: it masks log records of
+        any thread, and a scratch space per thread would outlive short-lived threads)."""
         groups: dict[bytes, list[bytes]] = {}
         for form in forms:
             groups.setdefault(form[:ANCHOR], []).append(form)
@@ -95,7 +108,20 @@ class Matcher:
         self._ac: Any = None
         self._re: Any = None
         self._hs: Any = None if hyperscan else False  # (database, scratch); False: not used
+        #: Hyperscan's scratch space serves one scan at a time: one per thread (a clone)
+        self._scratch = threading.local()
+        self._building = threading.Lock()  # one build of each engine, whichever thread asks
         self.engine = "none" if not forms else ""
+
+    def prepare(self) -> None:
+        """Build now the engine that output in bulk will use (Hyperscan with :data:`MANY_FORMS`
+        forms or more, else Aho-Corasick), so no database compile sits between a command's
+        first byte and its last; the others stay lazy."""
+        if not self.count:
+            return
+        if self.count >= MANY_FORMS and self._hs is not False and self._hyperscan():
+            return
+        self._ensure_ac()
 
     # -- engines: (start, pattern id) of every anchor occurrence ------------------------------
 
@@ -104,15 +130,27 @@ class Matcher:
         bulk = len(data) >= BULK_SCAN or self.count >= MANY_FORMS
         if bulk and self._hs is not False and self._hyperscan():
             return self._hs_hits(data)
-        if self._ac is None and self._re is None:
-            self._build_ac()
+        self._ensure_ac()
         return self._re_hits(data) if self._ac is None else self._ac_hits(data)
 
     def _ac_hits(self, data: Buffer) -> list[tuple[int, int]]:
-        found = self._ac.find_matches_as_indexes(data, overlapping=False)
+        hits: list[tuple[int, int]] = []
+        for automaton, owners, reach in self._ac:
+            self._ac_find(automaton, owners, reach, data, hits)
+        return hits
+
+    def _ac_find(
+        self,
+        automaton: Any,
+        owners: list[list[tuple[int, int]]],
+        reach: int,
+        data: Buffer,
+        hits: list[tuple[int, int]],
+    ) -> None:
+        found = automaton.find_matches_as_indexes(data, overlapping=False)
         if not found:
-            return []
-        reach, size = self._reach, len(data)
+            return
+        size = len(data)
         windows: list[list[int]] = []
         for _, start, end in found:
             lo, hi = max(0, start - reach), min(size, end + reach)
@@ -120,13 +158,14 @@ class Matcher:
                 windows[-1][1] = max(windows[-1][1], hi)
             else:
                 windows.append([lo, hi])
-        hits: list[tuple[int, int]] = []
+        anchors = self._anchors
         for lo, hi in windows:
-            hits.extend(
-                (lo + s, i)
-                for i, s, _ in self._ac.find_matches_as_indexes(data[lo:hi], overlapping=True)
-            )
-        return hits
+            for key, s, _ in automaton.find_matches_as_indexes(data[lo:hi], overlapping=True):
+                at = lo + s
+                for i, k in owners[key]:  # the anchors with this key at offset k
+                    start = at - k
+                    if k == 0 or (start >= 0 and data[start:at] == anchors[i][:k]):
+                        hits.append((start, i))
 
     def _re_hits(self, data: Buffer) -> list[tuple[int, int]]:
         # the lookahead finds the longest anchor at each position; the shorter ones there are
@@ -142,6 +181,12 @@ class Matcher:
                         hits.append((start, i))
         return hits
 
+    def _ensure_ac(self) -> None:
+        if self._ac is None and self._re is None:
+            with self._building:
+                if self._ac is None and self._re is None:
+                    self._build_ac()
+
     def _build_ac(self) -> None:
         try:
             import ahocorasick_rs as ac
@@ -155,22 +200,35 @@ class Matcher:
         # a DFA is fastest; past a few hundred thousand anchor bytes (thousands of values) its
         # tables grow large, and the library's own choice (a contiguous NFA) is kept
         small = sum(len(a) for a in self._anchors) <= DFA_BYTES
-        self._ac = ac.BytesAhoCorasick(
-            self._anchors,
-            matchkind=ac.MATCHKIND_STANDARD,
-            implementation=ac.Implementation.DFA if small else None,
-        )
+        automata = []
+        for group in _key_groups(self._anchors):
+            keys: dict[bytes, list[tuple[int, int]]] = {}
+            for i, k in group:
+                keys.setdefault(self._anchors[i][k:], []).append((i, k))
+            automaton = ac.BytesAhoCorasick(
+                list(keys),
+                matchkind=ac.MATCHKIND_STANDARD,
+                implementation=ac.Implementation.DFA if small else None,
+            )
+            automata.append((automaton, list(keys.values()), max(len(key) for key in keys) - 1))
+        self._ac = automata
         self.engine = self.engine or "ahocorasick-rs"
 
     def _hyperscan(self) -> bool:
         if self._hs is None:
-            self._hs = _hyperscan_db(self._anchors) or False
-            if self._hs:
-                self.engine = "hyperscan"
+            with self._building:
+                if self._hs is None:
+                    built = _hyperscan_db(self._anchors)
+                    if built:
+                        self.engine = "hyperscan"
+                    self._hs = built or False
         return bool(self._hs)
 
     def _hs_hits(self, data: Buffer) -> list[tuple[int, int]]:
-        db, scratch = self._hs
+        db, prototype = self._hs  # never scanned with: each thread scans with its clone
+        scratch = getattr(self._scratch, "space", None)
+        if scratch is None:
+            scratch = self._scratch.space = prototype.clone()
         hits: list[tuple[int, int]] = []
         add = hits.append
 
@@ -217,6 +275,50 @@ class Matcher:
             if j < len(anchors) and anchors[j].startswith(suffix):
                 return size - k
         return size
+
+
+def _key_groups(anchors: list[bytes]) -> list[list[tuple[int, int]]]:
+    """Aho-Corasick's automata: per automaton, ``(anchor index, offset)`` of each anchor it
+    finds; it searches for the anchor from ``offset`` on (its key), and each hit is checked for
+    the bytes before. Aho-Corasick skips ahead with ``memchr`` only while its keys start with at
+    most :data:`START_BYTES` distinct bytes, which the anchors of a hundred values in seven
+    encodings (and leaseline's tokens) seldom do; so each automaton's keys start at one of at
+    most that many bytes (chosen greedily, most anchors first; keys stay :data:`MIN_KEY` bytes
+    long): a few scans that skip beat one that reads every byte. When that takes more than
+    :data:`MAX_AUTOMATA` automata, or past :data:`KEYED_ANCHORS` anchors (the choice is made in
+    Python): one automaton, of the whole anchors."""
+    whole = [[(i, 0) for i in range(len(anchors))]]
+    if len({a[0] for a in anchors}) <= START_BYTES or len(anchors) > KEYED_ANCHORS:
+        return whole
+    groups: list[list[tuple[int, int]]] = []
+    left = list(range(len(anchors)))
+    while left:
+        if len(groups) == MAX_AUTOMATA:
+            return whole
+        chosen = bytearray()
+        offsets: dict[int, int] = {}
+        while left and len(chosen) < START_BYTES:
+            counts = Counter(
+                b for i in left for b in set(anchors[i][: _last_key_start(anchors[i])])
+            )
+            # most anchors covered; a tie goes to the byte more of them already start with
+            best = max(counts, key=lambda b: (counts[b], sum(anchors[i][0] == b for i in left)))
+            chosen.append(best)
+            rest = []
+            for i in left:
+                k = anchors[i].find(best, 0, _last_key_start(anchors[i]))
+                if k < 0:
+                    rest.append(i)
+                else:
+                    offsets[i] = k
+            left = rest
+        groups.append(sorted(offsets.items()))
+    return groups
+
+
+def _last_key_start(anchor: bytes) -> int:
+    """Keys start before this offset of ``anchor`` (so they are :data:`MIN_KEY` bytes long)."""
+    return len(anchor) - min(len(anchor), MIN_KEY) + 1
 
 
 def _hyperscan_db(patterns: list[bytes]) -> tuple[Any, Any] | None:
@@ -312,6 +414,22 @@ def mask_block(matcher: Matcher, data: bytes) -> bytes | None:
     return b"".join(MASK if masked else data[a:b] for a, b, masked in plan)
 
 
+_shared: dict[frozenset[bytes], Matcher] = {}
+_shared_lock = threading.Lock()
+
+
+def _shared_matcher(forms: frozenset[bytes]) -> Matcher:
+    """One matcher per set of forms, shared by the streams masking it (a child's stdout and
+    stderr): its engines are built once. The last few sets are kept."""
+    with _shared_lock:
+        matcher = _shared.get(forms)
+        if matcher is None:
+            if len(_shared) >= 4:
+                del _shared[next(iter(_shared))]
+            matcher = _shared[forms] = Matcher(sorted(forms))
+        return matcher
+
+
 class StreamMasker:
     """Mask one output stream. ``feed(chunk)`` returns what may be written now; ``flush()`` the rest.
 
@@ -338,7 +456,12 @@ class StreamMasker:
             return
         self._seen = current
         forms = {f.encode("utf-8", "surrogatepass") if isinstance(f, str) else f for f in current}
-        self._matcher = Matcher(sorted(f for f in forms if f))
+        self._matcher = _shared_matcher(frozenset(f for f in forms if f))
+
+    def prepare(self) -> None:
+        """Build the engines for the current forms now (see :meth:`Matcher.prepare`)."""
+        self._refresh()
+        self._matcher.prepare()
 
     def feed(self, chunk: bytes) -> bytes:
         """Mask ``chunk`` (with what was held back from the previous call)."""

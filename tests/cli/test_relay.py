@@ -144,3 +144,29 @@ def test_coloured_values_in_uneven_writes_are_masked() -> None:
     os.close(dst_w)
     reader.join(30)
     assert bytes(got) == "".join(expected).encode()
+
+
+def test_the_engines_are_built_before_the_first_byte() -> None:
+    """The relay builds its masker's engines while the child starts (Hyperscan's compile of
+    a hundred values' forms takes ~20 ms): none is left for the first read to build, and a
+    child's stdout and stderr share them."""
+    values = [f"early-{secrets.token_hex(12)}" for _ in range(100)]
+    forms = frozenset().union(*(encoded_forms(v) for v in values))
+    relay, src_w, dst_r = _relay(forms)
+    other = StreamMasker(lambda: forms)  # the other stream of the same child
+    relay.start()
+    for _ in range(500):  # nothing written yet
+        if relay.masker._matcher.engine:
+            break
+        threading.Event().wait(0.01)
+    assert relay.masker._matcher.engine in ("hyperscan", "ahocorasick-rs")
+    assert other._matcher is relay.masker._matcher
+    out = bytearray()
+    reader = _reader(dst_r, out)
+    os.write(src_w, f"a {values[7]} b\n".encode())
+    os.close(src_w)
+    relay.join(10)
+    os.close(relay.dst)
+    reader.join(10)
+    assert not relay.is_alive()
+    assert bytes(out) == b"a *** b\n"

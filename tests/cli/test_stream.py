@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import secrets
+import string
 import sys
 import tracemalloc
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[str]:
     """Make exactly one engine available to the masker (the others fail to import)."""
     name: str = request.param
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_stream, "_shared", {})  # no matcher built under another test's engine
         if name == "hyperscan":
             try:
                 import hyperscan  # noqa: F401
@@ -119,6 +121,43 @@ def test_bulk_chunks_with_values_at_the_edges(engine: str) -> None:
         assert engine_of(m) == "ahocorasick-rs"
     elif engine == "hyperscan":
         assert engine_of(m) == "hyperscan"
+
+
+def _alnum(n: int) -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+@pytest.mark.parametrize("common_prefix", [True, False])
+def test_forms_found_through_keys_that_start_inside_them(engine: str, common_prefix: bool) -> None:
+    """Aho-Corasick searches for a part of each form that starts with one of at most 3 bytes
+    (its ``memchr`` prefilter; a few automata when one does not cover every form) and checks
+    the bytes before it: every form is still masked whole, after a false start, next to a
+    look-alike, and split at any read."""
+    if common_prefix:
+        values = [f"key-{secrets.token_hex(12)}" for _ in range(20)]
+    else:  # as real credentials: nothing in common; and tokens of another alphabet
+        values = [secrets.token_hex(15) for _ in range(40)] + ["s." + _alnum(24), _alnum(37)]
+    forms = sorted(frozenset().union(*(stream_forms(v) for v in values)))
+    m = masker_for(*values)
+    pieces = []
+    for i, form in enumerate(forms):
+        decoy = form[: 1 + i % 20] + secrets.token_hex(2).encode()  # starts like the form
+        decoy += b"#" + b"#" * (i % 3) + form[1 + i % 3 :]  # ends like it
+        pieces.append(b"<" + decoy + b"|" + form[: i % 9] + form + b">")
+    text = b"\n".join(pieces)
+    want = b"\n".join(p[: p.index(b"|") + 1 + i % 9] + b"***>" for i, p in enumerate(pieces))
+    assert run(m, [text]) == want
+    assert run(m, [text[i : i + 7] for i in range(0, len(text), 7)]) == want
+    if engine == "ahocorasick-rs":
+        anchors = m._matcher._anchors
+        groups = _stream._key_groups(anchors)
+        assert len({a[0] for a in anchors}) > _stream.START_BYTES
+        assert sorted(i for group in groups for i, _ in group) == list(range(len(anchors)))
+        # with nothing in common, more than MAX_AUTOMATA automata may be needed: then one
+        if common_prefix or len(groups) > 1 or any(k for _, k in groups[0]):
+            assert any(k for group in groups for _, k in group)
+            for group in groups:
+                assert len({anchors[i][k] for i, k in group}) <= _stream.START_BYTES
 
 
 def test_ordinary_output_is_not_held_back() -> None:
