@@ -17,7 +17,7 @@ from dataclasses import field as dc_field
 from urllib.parse import quote, unquote
 
 from ._config import parse_duration
-from ._detectors import PATTERNS, looks_like_credential, shannon_entropy
+from ._detectors import credential_shape, looks_like_credential, shannon_entropy
 from ._exceptions import ConfigError, InvalidReference
 
 __all__ = ["SecretRef", "is_reference", "parse"]
@@ -143,13 +143,13 @@ def parse(ref: str, *, aliases: Mapping[str, str] | None = None) -> SecretRef:
         )
     if "://" not in ref:
         return _parse_alias(ref, aliases)
-    for name, pattern in PATTERNS:
-        if pattern.search(ref):
-            raise InvalidReference(
-                f"the string given as a reference contains what looks like a credential ({name}); "
-                "store the value in a secret store and pass its reference instead, "
-                f"as {_SYNTAX}"
-            )
+    name = credential_shape(ref)
+    if name is not None:
+        raise InvalidReference(
+            f"the string given as a reference contains what looks like a credential ({name}); "
+            "store the value in a secret store and pass its reference instead, "
+            f"as {_SYNTAX}"
+        )
     bad = _BAD_CHAR.search(ref)
     if bad:
         raise _fail(ref, bad.start(), "whitespace and control characters are not allowed")
