@@ -344,8 +344,8 @@ def run(
 
     announce_masks()  # GITHUB_ACTIONS=true: ::add-mask:: every value before the child starts
 
-    with _signals_blocked():
-        code = _run(
+    with _signals_blocked(), _gc_paused() as gc_on:
+        code = _run_session(
             opts,
             plan,
             list(command),
@@ -353,36 +353,21 @@ def run(
             implicit=not no_env_refs,
             policy=policy,
             policy_signal=policy_signal,
+            gc_on=gc_on,
         )
     end_process(code)
 
 
-def _run(
-    opts: Options,
-    plan: Plan,
-    argv: list[str],
-    *,
-    mask: bool,
-    implicit: bool,
-    policy: str,
-    policy_signal: int,
-) -> int:
-    # Start-up allocates many long-lived objects (hvac, requests and urllib3 are imported when
-    # the first store is built): collecting garbage meanwhile finds none and costs ~6 ms.
-    # Collection is back on before the command starts (see _spawn_started).
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[bool]:
+    """Garbage collection off during start-up; yields whether it was on (the caller turns it
+    back on before the command starts). Start-up allocates many long-lived objects (hvac,
+    requests and urllib3 are imported when the first store is built): collecting meanwhile
+    finds none and costs ~6 ms."""
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        return _run_session(
-            opts,
-            plan,
-            argv,
-            mask=mask,
-            implicit=implicit,
-            policy=policy,
-            policy_signal=policy_signal,
-            gc_on=gc_was_on,
-        )
+        yield gc_was_on
     finally:
         if gc_was_on:
             gc.enable()
