@@ -92,42 +92,27 @@ def identity() -> tuple[int, str | None]:
 # -- the record format: every record any command writes is built here ---------------------------
 
 
+def _own(op: str, **fields: Any) -> dict[str, Any]:
+    """A record of this process: ``op``, its (pid, start time), ``fields``, the time."""
+    pid, started = identity()
+    return {"op": op, "pid": pid, "started": started, "time": time.time(), **fields}
+
+
 def run_record(**fields: Any) -> dict[str, Any]:
     """``op: run``: this process began a run (``fields``: ``cmd``, ``child_pid``, ``dir``...)."""
-    pid, started = identity()
-    base: dict[str, Any] = {"child_pid": None, "cmd": None, "dir": None, "files": []}
-    return {"op": "run", "pid": pid, "started": started, **base, "time": time.time(), **fields}
+    return _own("run", **{"child_pid": None, "cmd": None, "dir": None, "files": [], **fields})
 
 
 def lease_record(
     store: str, ref: str | None, lease_id: str | None, expires_at: float | None
 ) -> dict[str, Any]:
     """``op: lease``: this process holds ``lease_id`` (taken, or adopted from a gone process)."""
-    pid, started = identity()
-    return {
-        "op": "lease",
-        "pid": pid,
-        "started": started,
-        "store": store,
-        "ref": ref,
-        "lease_id": lease_id,
-        "expires_at": expires_at,
-        "time": time.time(),
-    }
+    return _own("lease", store=store, ref=ref, lease_id=lease_id, expires_at=expires_at)
 
 
 def token_record(store: str, accessor: str, addr: str | None) -> dict[str, Any]:
     """``op: token``: this process holds the per-task child token with ``accessor``."""
-    pid, started = identity()
-    return {
-        "op": "token",
-        "pid": pid,
-        "started": started,
-        "store": store,
-        "accessor": accessor,
-        "addr": addr,
-        "time": time.time(),
-    }
+    return _own("token", store=store, accessor=accessor, addr=addr)
 
 
 def revoked_record(entry_id: str) -> dict[str, Any]:
@@ -138,7 +123,7 @@ def revoked_record(entry_id: str) -> dict[str, Any]:
 def done_record(pid: int | None = None, started: Any = None) -> dict[str, Any]:
     """``op: done``: the run of (``pid``, ``started``) ended; this process's run by default."""
     if pid is None:
-        pid, started = identity()
+        return _own("done")
     return {"op": "done", "pid": pid, "started": started, "time": time.time()}
 
 
@@ -177,22 +162,19 @@ class Unrevoked:
         return self.ref or f"the per-task token (accessor {self.accessor})"
 
     def record(self) -> dict[str, Any]:
-        pid, started = identity()
-        return {
-            "op": "pending",
-            "id": self.id,
-            "kind": self.kind,
-            "pid": pid,
-            "started": started,
-            "store": self.store,
-            "ref": self.ref,
-            "lease_id": self.lease_id,
-            "accessor": self.accessor,
-            "addr": self.addr,
-            "expires_at": self.expires_at,
-            "error": self.error,
-            "time": time.time(),
-        }
+        """``op: pending``: this process could not revoke it (``leases revoke --orphaned`` will)."""
+        return _own(
+            "pending",
+            id=self.id,
+            kind=self.kind,
+            store=self.store,
+            ref=self.ref,
+            lease_id=self.lease_id,
+            accessor=self.accessor,
+            addr=self.addr,
+            expires_at=self.expires_at,
+            error=self.error,
+        )
 
 
 @dataclass
