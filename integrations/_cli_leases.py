@@ -149,7 +149,7 @@ def revoke(ctx: click.Context, orphaned: bool, fmt: str) -> None:
     if not orphaned:
         raise click.UsageError("say what to revoke: --orphaned")
     from ._exceptions import LeaselineError
-    from ._ledger import run_alive
+    from ._ledger import done_record, revoked_record, run_alive
     from ._secret import Lease
 
     ledger = _ledger(ctx)
@@ -175,7 +175,7 @@ def revoke(ctx: click.Context, orphaned: bool, fmt: str) -> None:
                 outcome = f"failed: {exc}"
                 failed += 1
             if outcome == "revoked":
-                ledger.append({"op": "revoked", "id": entry.id, "time": time.time()})
+                ledger.append(revoked_record(entry.id))
             results.append({**entry.as_dict(), "outcome": outcome})
         done = []
         remaining = {(e.pid, e.started) for e in ledger.entries()}
@@ -191,7 +191,7 @@ def revoke(ctx: click.Context, orphaned: bool, fmt: str) -> None:
                 shutil.rmtree(str(run["dir"]), ignore_errors=True)
             if key in remaining:
                 continue  # something could not be revoked: keep the run for another try
-            done.append({"op": "done", "pid": key[0], "started": key[1], "time": time.time()})
+            done.append(done_record(*key))
         ledger.append(*done)
     with contextlib.suppress(OSError):
         ledger.compact()

@@ -41,61 +41,6 @@ FORWARDED = (
 WAITED = {*FORWARDED, signal.SIGCHLD, signal.SIGWINCH}
 SI_KERNEL = 0x80  # si_code of a signal the terminal driver sent (Ctrl-C): the child got it too
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-#: stores never resolved implicitly from the environment unless configured: `file://` and
-#: `env://` are also ordinary URL shapes a program may expect to receive as they are.
-_NOT_IMPLICIT = {"file", "env"}
-#: URL schemes that are never store types for implicit resolution (and need no entry-point scan)
-_URL_SCHEMES = frozenset(
-    [
-        "http",
-        "https",
-        "ws",
-        "wss",
-        "ftp",
-        "ftps",
-        "sftp",
-        "ssh",
-        "git",
-        "s3",
-        "s3a",
-        "gs",
-        "gcs",
-        "az",
-        "abfs",
-        "abfss",
-        "wasbs",
-        "hdfs",
-        "dbfs",
-        "postgres",
-        "postgresql",
-        "mysql",
-        "mariadb",
-        "mssql",
-        "oracle",
-        "sqlite",
-        "mongodb",
-        "mongodb+srv",
-        "redis",
-        "rediss",
-        "amqp",
-        "amqps",
-        "kafka",
-        "nats",
-        "grpc",
-        "grpcs",
-        "tcp",
-        "udp",
-        "unix",
-        "jdbc",
-        "ldap",
-        "ldaps",
-        "smtp",
-        "imap",
-        "runs",
-        "models",
-        "mlflow-artifacts",
-    ]
-)
 
 
 @dataclass
@@ -280,30 +225,13 @@ class Session:
 
 
 def implicit_refs(environ: Mapping[str, str], resolver: Resolver) -> dict[str, str]:
-    """Environment variables whose *value* is a reference to a known store (as ``op run`` does)."""
-    from ._refs import is_reference
-    from ._registry import BUILTIN
+    """Environment variables whose *value* is a reference to a known store (as ``op run`` does):
+    the core's one rule, :func:`leaseline._refs.environment_references`."""
+    from ._refs import environment_references
 
-    candidates = {n: v for n, v in environ.items() if "://" in v and is_reference(v)}
-    if not candidates:
-        return {}
-    configured = set(resolver.config.stores)
-    fixed = configured | (set(BUILTIN) - _NOT_IMPLICIT)
-    found: dict[str, str] = {}
-    others: set[str] | None = None
-    for name, value in candidates.items():
-        store = value.split("://", 1)[0]
-        if store in _URL_SCHEMES:
-            continue
-        if store not in fixed and store not in _NOT_IMPLICIT:
-            if others is None:  # entry-point store types: only looked up when needed (slow)
-                others = set(resolver.store_names())
-            if store not in others:
-                continue
-        elif store not in fixed:
-            continue
-        found[name] = value
-    return found
+    return environment_references(
+        environ, configured=resolver.config.stores, store_names=resolver.store_names
+    )
 
 
 @contextlib.contextmanager
@@ -422,8 +350,8 @@ def run(
 
     announce_masks()  # GITHUB_ACTIONS=true: ::add-mask:: every value before the child starts
 
-    with _signals_blocked():
-        code = _run(
+    with _signals_blocked(), _gc_paused() as gc_on:
+        code = _run_session(
             opts,
             plan,
             list(command),
@@ -431,36 +359,21 @@ def run(
             implicit=not no_env_refs,
             policy=policy,
             policy_signal=policy_signal,
+            gc_on=gc_on,
         )
     end_process(code)
 
 
-def _run(
-    opts: Options,
-    plan: Plan,
-    argv: list[str],
-    *,
-    mask: bool,
-    implicit: bool,
-    policy: str,
-    policy_signal: int,
-) -> int:
-    # Start-up allocates many long-lived objects (hvac, requests and urllib3 are imported when
-    # the first store is built): collecting garbage meanwhile finds none and costs ~6 ms.
-    # Collection is back on before the command starts (see _spawn_started).
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[bool]:
+    """Garbage collection off during start-up; yields whether it was on (the caller turns it
+    back on before the command starts). Start-up allocates many long-lived objects (hvac,
+    requests and urllib3 are imported when the first store is built): collecting meanwhile
+    finds none and costs ~6 ms."""
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        return _run_session(
-            opts,
-            plan,
-            argv,
-            mask=mask,
-            implicit=implicit,
-            policy=policy,
-            policy_signal=policy_signal,
-            gc_on=gc_was_on,
-        )
+        yield gc_was_on
     finally:
         if gc_was_on:
             gc.enable()

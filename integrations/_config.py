@@ -107,27 +107,30 @@ class ResolverSettings:
         kwargs: dict[str, Any] = {}
         for key, value in table.items():
             if key == "cache":
-                kwargs[key] = _as_bool(value, "resolver.cache")
+                kwargs[key] = as_bool(value, "resolver.cache")
             else:
                 kwargs[key] = parse_duration(value, f"resolver.{key}")
         return cls(**kwargs)
 
 
-def _as_bool(value: object, where: str) -> bool:
+def as_bool(value: object, where: str) -> bool:
+    """A boolean setting: ``true``/``false`` (TOML), or ``true|false|yes|no|on|off|1|0`` as text
+    (the environment form). Anything else is a :class:`ConfigError` naming the setting (the value
+    is not quoted: a setting may be where someone pasted a secret)."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in {
-        "true",
-        "1",
-        "yes",
-        "on",
-        "false",
-        "0",
-        "no",
-        "off",
-    }:
-        return value.lower() in {"true", "1", "yes", "on"}
-    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE | _FALSE:
+            return word in _TRUE
+    raise ConfigError(
+        f"{where}: expected true or false (or yes/no, on/off, 1/0), "
+        f"got {'a ' + type(value).__name__ if not isinstance(value, str) else 'another word'}"
+    )
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,18 @@
-"""Patterns for strings that look like credentials.
+"""The one table of credential formats, and the checks that tell a key from a look-alike.
 
-Used where a *reference* is expected (a value passed by mistake is refused) and by the KFP spec
-check. ``leaseline scan`` builds its detectors on the same table.
+Three users, one table (a second copy drifted once: the scanner flagged keys that ``parse``
+accepted):
+
+- ``parse`` refuses a string given as a reference when any pattern's *shape* matches it
+  (:func:`credential_shape`: cautious, placeholders included, so nothing credential-shaped is ever
+  quoted back in an error);
+- :func:`looks_like_credential` (the adapters' and the KFP check's "is this value a secret?") and
+  ``leaseline scan`` (its rules are :data:`DETECTORS`) both use :meth:`Detector.find`: the shape
+  *and* the check that rejects placeholders, hashes and words. So a key one flags the other flags.
+
+Each pattern has one group, ``s``, capturing the secret. Formats without a prefix (Cohere,
+Mistral, Weights & Biases, legacy Pinecone keys, AWS secret keys) only match next to a name that
+says what they are (``named``), which keeps hashes and UUIDs out.
 """
 
 from __future__ import annotations
@@ -9,28 +20,21 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
-#: (name, compiled pattern) for well-known credential formats.
-PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern))
-    for name, pattern in (
-        ("OpenAI API key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-        ("Anthropic API key", r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{20,}"),
-        ("Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}"),
-        ("Google API key", r"\bAIza[0-9A-Za-z_-]{35}"),
-        ("Groq API key", r"\bgsk_[A-Za-z0-9]{40,}"),
-        ("Replicate API token", r"\br8_[A-Za-z0-9]{30,}"),
-        ("LangSmith API key", r"\blsv2_(?:pt|sk)_[a-f0-9]{32}_[a-f0-9]{10}"),
-        ("Pinecone API key", r"\bpcsk_[A-Za-z0-9_]{40,}"),
-        ("Vault/OpenBao token", r"\b(?:hvs|hvb|hvr|s|b|r)\.[A-Za-z0-9_-]{24,}"),
-        ("AWS access key id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-        ("GitHub token", r"\bgh[pousr]_[A-Za-z0-9]{36,}"),
-        ("Slack token", r"\bxox[abpors]-[A-Za-z0-9-]{10,}"),
-        ("private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-        ("JSON web token", r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
-        ("database URL with password", r"\b[a-z][a-z0-9+]*://[^\s:/@]+:[^\s@/]{3,}@[^\s/]+"),
-    )
-)
+__all__ = [
+    "DETECTORS",
+    "PATTERNS",
+    "REFERENCE",
+    "Detector",
+    "credential_shape",
+    "dense",
+    "find_credential",
+    "is_placeholder",
+    "looks_like_credential",
+    "shannon_entropy",
+]
 
 
 def shannon_entropy(text: str) -> float:
@@ -42,6 +46,296 @@ def shannon_entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+#: stand-ins people commit instead of a value: never findings
+PLACEHOLDERS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "changeme",
+        "change_me",
+        "example",
+        "placeholder",
+        "redacted",
+        "none",
+        "null",
+        "undefined",
+        "xxx",
+        "xxxx",
+        "your_api_key",
+        "your-api-key",
+        "yourapikey",
+        "todo",
+        "fixme",
+        "dummy",
+        "test",
+        "user",
+        "username",
+        "admin",
+        "true",
+        "false",
+    }
+)
+# ``{password}`` (an f-string or str.format field) is a template, not a value
+_PLACEHOLDER_MARKS = re.compile(
+    r"\$\{|\$\(|\{\{|\}\}|\{[A-Za-z_]\w*\}|<[^>]*>|%\(|%s|\*{3}|x{6}|X{6}|\.\.\.|^\$"
+)
+#: a leaseline reference (or any URL-like reference) is what we want people to write
+REFERENCE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+def _classes(s: str) -> int:
+    return sum(
+        (
+            any(c.islower() for c in s),
+            any(c.isupper() for c in s),
+            any(c.isdigit() for c in s),
+        )
+    )
+
+
+def is_placeholder(value: str) -> bool:
+    """True for ``changeme``, ``${TOKEN}``, ``<your key>``, ``xxxxxx``... (never a finding)."""
+    low = value.lower().strip("'\"")
+    if low in PLACEHOLDERS or _PLACEHOLDER_MARKS.search(value):
+        return True
+    if len(set(low)) <= 3:  # "aaaaaaaa", "00000000", "x-x-x-x"
+        return True
+    return any(
+        w in low for w in ("your", "example", "placeholder", "dummy", "changeme", "redacted")
+    )
+
+
+def dense(min_entropy: float = 3.0, min_classes: int = 2) -> Callable[[str], bool]:
+    """A check: high enough entropy, enough character classes, not a placeholder."""
+
+    def check(value: str) -> bool:
+        return (
+            not is_placeholder(value)
+            and _classes(value) >= min_classes
+            and shannon_entropy(value) >= min_entropy
+        )
+
+    return check
+
+
+def _any(value: str) -> bool:
+    return not is_placeholder(value)
+
+
+def _private_key(value: str) -> bool:
+    body = re.sub(r"-----[A-Z ]+-----|\s|Proc-Type:.*|DEK-Info:.*", "", value)
+    return len(body) >= 64 and not is_placeholder(body)
+
+
+def _url_password(value: str) -> bool:
+    return not is_placeholder(value) and not REFERENCE.match(value) and len(value) >= 4
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """One credential format. ``family`` groups detectors for advice (``openai``, ``aws``...)."""
+
+    id: str
+    name: str
+    family: str
+    pattern: re.Pattern[str]
+    check: Callable[[str], bool] = _any
+    #: file kinds the scanner limits the detector to (``None``: every kind)
+    kinds: frozenset[str] | None = None
+
+    def find(self, text: str) -> str | None:
+        """The first secret of this format in ``text`` that passes the check, or ``None``."""
+        for match in self.pattern.finditer(text):
+            value = match.group("s")
+            if value and self.check(value):
+                return value
+        return None
+
+
+def _d(
+    id_: str,
+    name: str,
+    family: str,
+    pattern: str,
+    check: Callable[[str], bool] = _any,
+    kinds: frozenset[str] | None = None,
+) -> Detector:
+    return Detector(id_, name, family, re.compile(pattern), check, kinds)
+
+
+# A name that says "this is the X key", then an assignment, then the value (same line).
+def _named(word: str, value: str) -> str:
+    return rf"(?i:{word})[\w.\-]{{0,30}}['\"]?\s*(?:[:=]|=>|\(|,)?\s*[\w.\-]{{0,20}}['\"= ]\s*(?P<s>{value})(?![A-Za-z0-9])"
+
+
+#: every credential format, most specific first (``sk-ant-`` before ``sk-``)
+DETECTORS: tuple[Detector, ...] = (
+    _d(
+        "anthropic",
+        "Anthropic API key",
+        "anthropic",
+        r"\b(?P<s>sk-ant-(?:api|admin|oat)\d{2}-[A-Za-z0-9_-]{20,})",
+        dense(3.0),
+    ),
+    _d(
+        "openai-project",
+        "OpenAI API key",
+        "openai",
+        r"\b(?P<s>sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{20,})",
+        dense(3.0),
+    ),
+    _d("openai", "OpenAI API key", "openai", r"\b(?P<s>sk-[A-Za-z0-9_-]{20,})", dense(3.5, 3)),
+    _d(
+        "huggingface",
+        "Hugging Face token",
+        "huggingface",
+        r"\b(?P<s>(?:hf_|api_org_)[A-Za-z0-9]{30,})",
+        dense(3.0),
+    ),
+    _d(
+        "google-ai",
+        "Google AI (Gemini) API key",
+        "google",
+        r"\b(?P<s>AIza[0-9A-Za-z_-]{35})(?![0-9A-Za-z_-])",
+        dense(3.0),
+    ),
+    _d("groq", "Groq API key", "groq", r"\b(?P<s>gsk_[A-Za-z0-9]{40,})", dense(3.0)),
+    _d(
+        "replicate", "Replicate API token", "replicate", r"\b(?P<s>r8_[A-Za-z0-9]{30,})", dense(3.0)
+    ),
+    _d(
+        "langsmith",
+        "LangSmith API key",
+        "langsmith",
+        r"\b(?P<s>lsv2_(?:pt|sk)_[a-f0-9]{32}_[a-f0-9]{10})",
+        dense(3.0),
+    ),
+    _d("pinecone", "Pinecone API key", "pinecone", r"\b(?P<s>pcsk_[A-Za-z0-9_]{40,})", dense(3.0)),
+    _d(
+        "pinecone-legacy",
+        "Pinecone API key (legacy UUID form)",
+        "pinecone",
+        _named("pinecone", r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    ),
+    _d(
+        "cohere",
+        "Cohere API key",
+        "cohere",
+        _named("cohere|co_api", r"[A-Za-z0-9]{40}"),
+        dense(3.5, 3),
+    ),
+    _d(
+        "mistral",
+        "Mistral API key",
+        "mistral",
+        _named("mistral", r"[A-Za-z0-9]{32}"),
+        dense(3.5, 3),
+    ),
+    _d(
+        "wandb",
+        "Weights & Biases API key",
+        "wandb",
+        _named("wandb|weights_and_biases", r"[a-f0-9]{40}"),
+        dense(3.0, 2),
+    ),
+    _d(
+        "wandb-netrc",
+        "Weights & Biases API key (netrc)",
+        "wandb",
+        r"machine\s+api\.wandb\.ai\s+login\s+\S+\s+password\s+(?P<s>[a-f0-9]{40})",
+        dense(3.0, 2),
+    ),
+    _d(
+        "vault-token",
+        "Vault/OpenBao token",
+        "vault",
+        r"\b(?P<s>hv[sbr]\.[A-Za-z0-9_-]{24,})",
+        dense(3.0),
+    ),
+    _d(
+        "vault-token-legacy",
+        "Vault/OpenBao token (legacy form)",
+        "vault",
+        r"(?<![\w.])(?P<s>[sbr]\.[A-Za-z0-9_-]{24,})(?![\w.(-])",
+        dense(3.5, 3),
+    ),
+    _d(
+        "aws-access-key-id",
+        "AWS access key id",
+        "aws",
+        r"\b(?P<s>(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16})\b",
+        dense(3.0),
+    ),
+    _d(
+        "aws-secret-access-key",
+        "AWS secret access key",
+        "aws",
+        _named(r"aws[\w.\-]{0,20}secret|secret[_-]?access[_-]?key", r"[A-Za-z0-9/+]{40}"),
+        dense(4.0, 3),
+    ),
+    _d(
+        "database-url",
+        "database URL with a password",
+        "database",
+        r"\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|"
+        r"oracle|snowflake|clickhouse|cockroachdb)(?:\+[a-z0-9]+)?://[^\s:/@'\"]+:"
+        r"(?P<s>[^\s@/'\"]{3,})@[^\s/'\"]+",
+        _url_password,
+    ),
+    _d(
+        "url-password",
+        "URL with a password",
+        "url",
+        r"\b[a-z][a-z0-9+.-]*://[^\s:/@'\"]+:(?P<s>[^\s@/'\"]{3,})@[^\s/'\"]+",
+        _url_password,
+    ),
+    _d(
+        "private-key",
+        "private key",
+        "private-key",
+        # the END line is optional in the shape (a pasted header alone is refused unquoted),
+        # the check wants the whole block
+        r"(?P<s>-----BEGIN (?P<kt>[A-Z0-9 ]*)PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:[\s\S]{0,10000}?-----END (?P=kt)PRIVATE KEY(?: BLOCK)?-----)?)",
+        _private_key,
+    ),
+    _d(
+        "jwt",
+        "JSON web token",
+        "jwt",
+        r"\b(?P<s>eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})",
+        dense(3.0),
+    ),
+    _d("github-token", "GitHub token", "github", r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{36,})", dense()),
+    _d("slack-token", "Slack token", "slack", r"\b(?P<s>xox[abpors]-[A-Za-z0-9-]{10,})", dense()),
+)
+
+#: (name, compiled pattern) pairs of :data:`DETECTORS`, for callers that only need the shapes
+PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((d.name, d.pattern) for d in DETECTORS)
+
+
+def credential_shape(text: str) -> str | None:
+    """Name of the first format whose *shape* occurs in ``text`` (no check): ``parse`` refuses
+    such a string without quoting it, placeholders included."""
+    for detector in DETECTORS:
+        if detector.pattern.search(text):
+            return detector.name
+    return None
+
+
+def find_credential(text: str) -> tuple[Detector, str] | None:
+    """The first (detector, secret) in ``text`` that passes its detector's check, or ``None``."""
+    for detector in DETECTORS:
+        value = detector.find(text)
+        if value is not None:
+            return detector, value
+    return None
+
+
 _TOKENISH = re.compile(r"[A-Za-z0-9+/=_.-]{24,}")
 
 
@@ -51,9 +345,9 @@ def looks_like_credential(text: str) -> str | None:
     >>> looks_like_credential("vault://secret/llm/openai") is None
     True
     """
-    for name, pattern in PATTERNS:
-        if pattern.search(text):
-            return name
+    found = find_credential(text)
+    if found is not None:
+        return found[0].name
     # A long, dense, high-entropy token with both letters and digits is most likely a key.
     if _TOKENISH.fullmatch(text) and shannon_entropy(text) > 4.0:
         has_digit = any(c.isdigit() for c in text)

@@ -43,9 +43,14 @@ __all__ = [
     "Recorder",
     "Unrevoked",
     "default_path",
+    "done_record",
     "identity",
+    "lease_record",
     "process_start",
+    "revoked_record",
     "run_alive",
+    "run_record",
+    "token_record",
 ]
 
 RunKey = tuple[int, Any]  # (pid, started)
@@ -89,6 +94,44 @@ def identity() -> tuple[int, str | None]:
     return _identity
 
 
+# -- the record format: every record any command writes is built here ---------------------------
+
+
+def _own(op: str, **fields: Any) -> dict[str, Any]:
+    """A record of this process: ``op``, its (pid, start time), ``fields``, the time."""
+    pid, started = identity()
+    return {"op": op, "pid": pid, "started": started, "time": time.time(), **fields}
+
+
+def run_record(**fields: Any) -> dict[str, Any]:
+    """``op: run``: this process began a run (``fields``: ``cmd``, ``child_pid``, ``dir``...)."""
+    return _own("run", **{"child_pid": None, "cmd": None, "dir": None, "files": [], **fields})
+
+
+def lease_record(
+    store: str, ref: str | None, lease_id: str | None, expires_at: float | None
+) -> dict[str, Any]:
+    """``op: lease``: this process holds ``lease_id`` (taken, or adopted from a gone process)."""
+    return _own("lease", store=store, ref=ref, lease_id=lease_id, expires_at=expires_at)
+
+
+def token_record(store: str, accessor: str, addr: str | None) -> dict[str, Any]:
+    """``op: token``: this process holds the per-task child token with ``accessor``."""
+    return _own("token", store=store, accessor=accessor, addr=addr)
+
+
+def revoked_record(entry_id: str) -> dict[str, Any]:
+    """``op: revoked``: the lease or token ``entry_id`` (an :attr:`Entry.id`) is gone."""
+    return {"op": "revoked", "id": entry_id, "time": time.time()}
+
+
+def done_record(pid: int | None = None, started: Any = None) -> dict[str, Any]:
+    """``op: done``: the run of (``pid``, ``started``) ended; this process's run by default."""
+    if pid is None:
+        return _own("done")
+    return {"op": "done", "pid": pid, "started": started, "time": time.time()}
+
+
 @dataclass(frozen=True)
 class Unrevoked:
     """A lease or child token whose revocation failed: kept in the ledger as pending."""
@@ -106,26 +149,37 @@ class Unrevoked:
     def id(self) -> str:
         return f"accessor:{self.accessor}" if self.kind == "token" else str(self.lease_id)
 
+    @classmethod
+    def from_entry(cls, entry: Entry, error: str) -> Unrevoked:
+        """An entry of the ledger (an adopted lease...) whose revocation failed with ``error``."""
+        return cls(
+            entry.kind,
+            entry.store,
+            entry.ref,
+            entry.lease_id,
+            accessor=entry.accessor,
+            addr=entry.addr,
+            expires_at=entry.expires_at,
+            error=error,
+        )
+
     def describe(self) -> str:
         return self.ref or f"the per-task token (accessor {self.accessor})"
 
     def record(self) -> dict[str, Any]:
-        pid, started = identity()
-        return {
-            "op": "pending",
-            "id": self.id,
-            "kind": self.kind,
-            "pid": pid,
-            "started": started,
-            "store": self.store,
-            "ref": self.ref,
-            "lease_id": self.lease_id,
-            "accessor": self.accessor,
-            "addr": self.addr,
-            "expires_at": self.expires_at,
-            "error": self.error,
-            "time": time.time(),
-        }
+        """``op: pending``: this process could not revoke it (``leases revoke --orphaned`` will)."""
+        return _own(
+            "pending",
+            id=self.id,
+            kind=self.kind,
+            store=self.store,
+            ref=self.ref,
+            lease_id=self.lease_id,
+            accessor=self.accessor,
+            addr=self.addr,
+            expires_at=self.expires_at,
+            error=self.error,
+        )
 
 
 @dataclass
@@ -355,41 +409,17 @@ class Recorder:
     def record(self, stores: Iterable[str], **run: Any) -> None:
         """Write the run (first call; ``run`` adds fields such as ``child_pid``, ``dir``,
         ``files``) and every lease and child token not written yet; fsync'd."""
-        now = time.time()
-        pid, started = identity()
         records: list[dict[str, Any]] = []
         if "run" not in self._seen:
             self._seen.add("run")
-            records.append(
-                {
-                    "op": "run",
-                    "pid": pid,
-                    "started": started,
-                    "child_pid": None,
-                    "cmd": self.cmd,
-                    "dir": None,
-                    "files": [],
-                    "time": now,
-                    **self.extra,
-                    **run,
-                }
-            )
+            records.append(run_record(**{"cmd": self.cmd, **self.extra, **run}))
         for key, lease in self.resolver.leases():
             if str(lease.id) in self._seen:
                 continue
             self._seen.add(str(lease.id))
-            records.append(
-                {
-                    "op": "lease",
-                    "pid": pid,
-                    "started": started,
-                    "store": self.resolver.parse(key).store,
-                    "ref": key,
-                    "lease_id": lease.id,
-                    "expires_at": lease.max_expires_at or lease.expires_at,
-                    "time": now,
-                }
-            )
+            store = self.resolver.parse(key).store
+            expires = lease.max_expires_at or lease.expires_at
+            records.append(lease_record(store, key, lease.id, expires))
         for store in sorted(set(stores)):
             backend = self.resolver.backend(store)
             if not isinstance(backend, PerTaskTokens):
@@ -397,21 +427,10 @@ class Recorder:
             accessor = backend.child_token_accessor
             if accessor and f"accessor:{accessor}" not in self._seen:
                 self._seen.add(f"accessor:{accessor}")
-                records.append(
-                    {
-                        "op": "token",
-                        "pid": pid,
-                        "started": started,
-                        "store": store,
-                        "accessor": accessor,
-                        "addr": backend.addr,
-                        "time": now,
-                    }
-                )
+                records.append(token_record(store, accessor, backend.addr))
         self.ledger.append(*records)
 
     def done(self) -> None:
         """The run ended: its entries are revoked, except those recorded pending."""
         if "run" in self._seen:
-            pid, started = identity()
-            self.ledger.append({"op": "done", "pid": pid, "started": started, "time": time.time()})
+            self.ledger.append(done_record())

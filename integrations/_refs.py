@@ -11,16 +11,16 @@ built-in store types by the table below (``?version=`` of a KV v2 secret is a po
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from urllib.parse import quote, unquote
 
 from ._config import parse_duration
-from ._detectors import PATTERNS, looks_like_credential, shannon_entropy
+from ._detectors import credential_shape, looks_like_credential, shannon_entropy
 from ._exceptions import ConfigError, InvalidReference
 
-__all__ = ["SecretRef", "is_reference", "parse"]
+__all__ = ["SecretRef", "environment_references", "is_reference", "parse"]
 
 _STORE = re.compile(r"[a-z][a-z0-9-]*\Z")
 _OPTION_KEY = re.compile(r"[a-z][a-z0-9_-]*\Z")
@@ -143,13 +143,13 @@ def parse(ref: str, *, aliases: Mapping[str, str] | None = None) -> SecretRef:
         )
     if "://" not in ref:
         return _parse_alias(ref, aliases)
-    for name, pattern in PATTERNS:
-        if pattern.search(ref):
-            raise InvalidReference(
-                f"the string given as a reference contains what looks like a credential ({name}); "
-                "store the value in a secret store and pass its reference instead, "
-                f"as {_SYNTAX}"
-            )
+    name = credential_shape(ref)
+    if name is not None:
+        raise InvalidReference(
+            f"the string given as a reference contains what looks like a credential ({name}); "
+            "store the value in a secret store and pass its reference instead, "
+            f"as {_SYNTAX}"
+        )
     bad = _BAD_CHAR.search(ref)
     if bad:
         raise _fail(ref, bad.start(), "whitespace and control characters are not allowed")
@@ -298,3 +298,104 @@ def _parse_alias(ref: str, aliases: Mapping[str, str] | None) -> SecretRef:
     raise InvalidReference(
         f"the string given is not a reference (no 'STORE://' prefix): expected {_SYNTAX}{known}"
     )
+
+
+# -- which environment variables are references ------------------------------------------------
+
+#: stores never resolved implicitly from the environment unless configured: `file://` and
+#: `env://` are also ordinary URL shapes a program may expect to receive as they are.
+NOT_IMPLICIT = frozenset({"file", "env"})
+#: URL schemes that are never store types for implicit resolution (and need no entry-point scan)
+URL_SCHEMES = frozenset(
+    [
+        "http",
+        "https",
+        "ws",
+        "wss",
+        "ftp",
+        "ftps",
+        "sftp",
+        "ssh",
+        "git",
+        "s3",
+        "s3a",
+        "gs",
+        "gcs",
+        "az",
+        "abfs",
+        "abfss",
+        "wasbs",
+        "hdfs",
+        "dbfs",
+        "postgres",
+        "postgresql",
+        "mysql",
+        "mariadb",
+        "mssql",
+        "oracle",
+        "sqlite",
+        "mongodb",
+        "mongodb+srv",
+        "redis",
+        "rediss",
+        "amqp",
+        "amqps",
+        "kafka",
+        "nats",
+        "grpc",
+        "grpcs",
+        "tcp",
+        "udp",
+        "unix",
+        "jdbc",
+        "ldap",
+        "ldaps",
+        "smtp",
+        "imap",
+        "runs",
+        "models",
+        "mlflow-artifacts",
+    ]
+)
+#: leaseline's own configuration (``LEASELINE_AUDIT__HMAC_KEY=vault://...``): leaseline reads
+#: these itself; resolving them would hand its own credentials to the program it runs
+CONFIG_PREFIX = "LEASELINE_"
+
+
+def environment_references(
+    environ: Mapping[str, str],
+    *,
+    configured: Collection[str],
+    store_names: Callable[[], Iterable[str]],
+) -> dict[str, str]:
+    """The variables of ``environ`` whose value is a reference to a store: the one rule for
+    ``leaseline run`` and the KFP task wrapper.
+
+    A store counts when it is ``configured`` or a built-in type other than ``file``/``env``
+    (those are also ordinary URLs unless configured), or, checked only when needed (it scans
+    entry points), one of ``store_names()``. URL schemes (``https://``, ``s3://``...) and
+    ``LEASELINE_*`` variables never count.
+
+    >>> environment_references(
+    ...     {"K": "vault://secret/x", "VAULT_ADDR": "http://v:8200"}, configured=(), store_names=list
+    ... )
+    {'K': 'vault://secret/x'}
+    """
+    from ._registry import BUILTIN
+
+    fixed = set(configured) | (set(BUILTIN) - NOT_IMPLICIT)
+    found: dict[str, str] = {}
+    others: set[str] | None = None
+    for name, value in environ.items():
+        if name.startswith(CONFIG_PREFIX) or "://" not in value or not is_reference(value):
+            continue
+        store = value.split("://", 1)[0]
+        if store in URL_SCHEMES or (store in NOT_IMPLICIT and store not in fixed):
+            continue
+        if store not in fixed:
+            if others is None:  # entry-point store types: only looked up when needed (slow)
+                others = set(store_names())
+            if store not in others:
+                continue
+        found[name] = value
+    return found

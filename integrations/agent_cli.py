@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import threading
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +108,8 @@ class Agent:
         """Leases of these references that a finished ``leaseline render`` handed over: ours now,
         revoked when the agent stops (they are not renewed: they end at their own TTL)."""
         keys = set(self.renderer.keys)
-        from ._ledger import identity
+        from ._ledger import lease_record
 
-        now = time.time()
-        pid, started = identity()
         for entry in self.ledger.entries():
             if entry.kind != "lease" or entry.ref not in keys or entry.alive():
                 continue
@@ -121,19 +118,7 @@ class Agent:
             self.adopted.append(entry)
         if self.adopted:
             self.ledger.append(
-                *(
-                    {
-                        "op": "lease",
-                        "pid": pid,
-                        "started": started,
-                        "store": e.store,
-                        "ref": e.ref,
-                        "lease_id": e.lease_id,
-                        "expires_at": e.expires_at,
-                        "time": now,
-                    }
-                    for e in self.adopted
-                )
+                *(lease_record(e.store, e.ref, e.lease_id, e.expires_at) for e in self.adopted)
             )
             _say(f"took over {len(self.adopted)} lease(s) from `leaseline render`")
 
@@ -169,7 +154,7 @@ class Agent:
         """Revoke every lease: ours (through the resolver) and the adopted ones. Returns what
         could not be revoked (kept in the ledger as pending)."""
         from ._exceptions import LeaselineError
-        from ._ledger import Unrevoked
+        from ._ledger import Unrevoked, revoked_record
         from ._secret import Lease
 
         unrevoked: list[Unrevoked] = []
@@ -182,17 +167,10 @@ class Agent:
                 try:
                     lease = Lease(entry.lease_id, True, 0.0, 0.0, entry.expires_at or 0.0)
                     self.resolver.backend(entry.store).revoke(lease)
-                    self.ledger.append({"op": "revoked", "id": entry.id, "time": time.time()})
+                    self.ledger.append(revoked_record(entry.id))
                 except LeaselineError as exc:
                     _say(f"could not revoke an adopted lease of {entry.ref}: {exc}")
-                    failure = Unrevoked(
-                        "lease",
-                        entry.store,
-                        entry.ref,
-                        entry.lease_id,
-                        expires_at=entry.expires_at,
-                        error=type(exc).__name__,
-                    )
+                    failure = Unrevoked.from_entry(entry, type(exc).__name__)
                     self.ledger.append(failure.record())
                     unrevoked.append(failure)
             self.recorder.done()

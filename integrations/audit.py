@@ -36,6 +36,7 @@ from typing import Any
 from ._audit_actor import actor, add_context_provider, context_of, source_address, static_actor
 from ._audit_sinks import ChainedSink, FileSink, LoggingSink, Sink, StdoutSink
 from ._audit_verify import GENESIS, chain_link
+from ._config import as_bool
 from ._exceptions import ConfigError, LeaselineError
 
 __all__ = [
@@ -389,10 +390,6 @@ class Auditor:
         _live.discard(self)
 
 
-def _as_bool(value: object) -> bool:
-    return str(value).strip().lower() in {"true", "1", "yes", "on"}
-
-
 def _number(section: Mapping[str, Any], key: str, default: float) -> float:
     raw = section.get(key, default)
     if isinstance(raw, str):
@@ -460,6 +457,6 @@ def build_auditor(
     return Auditor(
         sink,
         hmac_key=key,
-        required=_as_bool(section.get("required", False)),
+        required=as_bool(section.get("required", False), "[audit] required"),
         flush_interval=_number(section, "flush_interval", 60.0),
     )

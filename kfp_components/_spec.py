@@ -99,7 +99,7 @@ def _pattern_hit(text: str) -> str | None:
     """Name of a well-known credential format in ``text`` (templated strings excepted)."""
     for name, pattern in PATTERNS:
         for match in pattern.finditer(text):
-            if name == "database URL with password" and _TEMPLATED.search(match.group()):
+            if name.endswith("URL with a password") and _TEMPLATED.search(match.group()):
                 continue  # f"postgresql://{user}:{password}@..." in code is not a credential
             return str(name)
     return None

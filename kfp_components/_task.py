@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from leaseline import LeaselineError, Resolver, audit
-from leaseline._refs import is_reference
+from leaseline._refs import environment_references
 from leaseline._stream import MaskedTextStream as _MaskingStream  # noqa: F401  (tests)
 from leaseline._stream import mask_std_streams
 from leaseline.masking import Masker
@@ -32,8 +32,6 @@ __all__ = ["SecretOutputRefused", "masked_streams", "references_in_env", "run"]
 
 log = logging.getLogger("leaseline.kfp")
 
-#: config variables are read by leaseline itself (``LEASELINE_AUDIT__HMAC_KEY=env://...``)
-_SKIP_PREFIXES = ("LEASELINE_",)
 #: output files larger than this are not scanned for resolved values
 MAX_SCAN_BYTES = 64 * 1024 * 1024
 
@@ -43,22 +41,12 @@ class SecretOutputRefused(LeaselineError, ValueError):  # type: ignore[misc]
     """A component tried to return (or write as an output) a value it resolved."""
 
 
-def references_in_env(environ: Mapping[str, str], stores: Iterable[str]) -> dict[str, str]:
-    """The variables of ``environ`` whose value is a reference to one of ``stores``.
-
-    ``http://...`` has the shape of a reference but names no store, so ``VAULT_ADDR`` is left alone.
-
-    >>> references_in_env({"K": "vault://secret/x", "VAULT_ADDR": "http://v:8200"}, ["vault"])
-    {'K': 'vault://secret/x'}
-    """
-    known = set(stores)
-    return {
-        name: value
-        for name, value in environ.items()
-        if not name.startswith(_SKIP_PREFIXES)
-        and is_reference(value)
-        and value.partition("://")[0] in known
-    }
+def references_in_env(environ: Mapping[str, str], resolver: Resolver) -> dict[str, str]:
+    """The variables of ``environ`` whose value is a reference: the core's one rule,
+    :func:`leaseline._refs.environment_references` (the same as ``leaseline run``'s)."""
+    return environment_references(
+        environ, configured=resolver.config.stores, store_names=resolver.store_names
+    )
 
 
 def masked_streams(m: Masker | None = None) -> None:
@@ -199,7 +187,7 @@ def run(
     audit.add_context_provider(kfp_context)
     resolver = resolver_factory()
     environ = os.environ
-    wanted = references_in_env(environ, resolver.store_names())
+    wanted = references_in_env(environ, resolver)
     wanted.update(secrets or {})
     saved = {name: environ.get(name) for name in wanted}
     resolved = Masker()

@@ -363,3 +363,30 @@ def test_stdout_sink_goes_to_current_stdout(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sys, "stdout", buf)
     build_auditor({"sink": "stdout"}).emit("rotation", ref="memory://r")
     assert json.loads(buf.getvalue())["event"] == "rotation"
+
+
+@pytest.mark.parametrize("bad", ["ture", "maybe", 2])
+def test_a_bad_boolean_for_audit_required_is_an_error_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: object
+) -> None:
+    # read as "false" before: a typo silently made a required audit trail optional
+    with pytest.raises(ConfigError, match=r"\[audit\] required: expected true or false") as info:
+        build_auditor({"sink": str(tmp_path / "a.jsonl"), "required": bad})
+    assert str(bad) not in str(info.value)
+    # the environment form goes through the same rule, when the resolver builds its auditor
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEASELINE_AUDIT__SINK", f"file://{tmp_path / 'b.jsonl'}")
+    monkeypatch.setenv("LEASELINE_AUDIT__REQUIRED", str(bad))
+    with pytest.raises(ConfigError, match=r"\[audit\] required"):
+        Resolver(handle_signals=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("yes", True), ("On", True), ("0", False), (False, False)]
+)
+def test_audit_required_reads_the_boolean_words_the_config_reads(
+    tmp_path: Path, text: object, value: bool
+) -> None:
+    auditor = build_auditor({"sink": str(tmp_path / "a.jsonl"), "required": text})
+    assert isinstance(auditor, Auditor) and auditor._required is value
+    auditor.close()

@@ -37,7 +37,6 @@ from leaseline import (
 from leaseline._config import Config, load_config
 from leaseline.backends import Backend
 from leaseline.backends.aws import AssumeRoleBackend, SecretsManagerBackend
-from leaseline.testing import BackendConformance, StoreUnderTest
 
 from tests.servers import MotoServer
 from tests.servers._util import free_port
@@ -120,70 +119,6 @@ def iam_enforced(server: MotoServer) -> Iterator[None]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}/{secrets.token_hex(6)}"
-
-
-# -- the conformance suite -----------------------------------------------------------------------
-
-
-class TestSecretsManagerConformance(BackendConformance):
-    @pytest.fixture
-    def store(
-        self, aws_env: MotoServer, make_resolver: Callable[..., Resolver], denied_profile: str
-    ) -> StoreUnderTest:
-        client = aws_env.client("secretsmanager")
-
-        def put(fields: dict[str, str], ref: str | None = None) -> str:
-            body = json.dumps(fields)
-            if ref is None:
-                name = unique("conformance")
-                client.create_secret(Name=name, SecretString=body)
-                return f"aws-sm://{name}"
-            client.put_secret_value(SecretId=ref.removeprefix("aws-sm://"), SecretString=body)
-            return ref
-
-        denied = unique("denied")
-        client.create_secret(Name=denied, SecretString=json.dumps({"value": "x"}))
-        resolver = make_resolver({"sm-denied": {"type": "aws-sm", "profile": denied_profile}})
-        return StoreUnderTest(
-            resolver=resolver,
-            put=put,
-            missing=f"aws-sm://{unique('missing')}",
-            denied=f"sm-denied://{denied}",
-        )
-
-    def test_denied_secret(self, store: StoreUnderTest, aws_env: MotoServer) -> None:
-        with iam_enforced(aws_env):
-            super().test_denied_secret(store)
-
-
-class TestParameterStoreConformance(BackendConformance):
-    multi_field = False
-
-    @pytest.fixture
-    def store(
-        self, aws_env: MotoServer, make_resolver: Callable[..., Resolver], denied_profile: str
-    ) -> StoreUnderTest:
-        client = aws_env.client("ssm")
-
-        def put(fields: dict[str, str], ref: str | None = None) -> str:
-            (value,) = fields.values()
-            name = "/" + unique("conformance") if ref is None else ref.removeprefix("aws-ssm://")
-            client.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
-            return f"aws-ssm://{name}"
-
-        denied = "/" + unique("denied")
-        client.put_parameter(Name=denied, Value="x", Type="SecureString")
-        resolver = make_resolver({"ssm-denied": {"type": "aws-ssm", "profile": denied_profile}})
-        return StoreUnderTest(
-            resolver=resolver,
-            put=put,
-            missing=f"aws-ssm:///{unique('missing')}",
-            denied=f"ssm-denied://{denied}",
-        )
-
-    def test_denied_secret(self, store: StoreUnderTest, aws_env: MotoServer) -> None:
-        with iam_enforced(aws_env):
-            super().test_denied_secret(store)
 
 
 # -- Secrets Manager -----------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from leaseline import (
 from leaseline._config import Config
 from leaseline.backends import BackendContext
 from leaseline.backends.azure import KeyVaultBackend, fields_of, retry_after_seconds
-from leaseline.testing import BackendConformance, StoreUnderTest
 
 from tests.canary import CanaryFixture, CanaryRegistry
 from tests.servers.azure_kv import FakeKeyVault
@@ -108,21 +107,6 @@ def putter(kv: FakeKeyVault) -> Callable[..., str]:
         return f"kv://{VAULT}/{name}"
 
     return put
-
-
-class TestKeyVaultConformance(BackendConformance):
-    @pytest.fixture
-    def store(self, kv: FakeKeyVault) -> Iterator[StoreUnderTest]:
-        denied = new_name()
-        kv.deny(VAULT, denied)
-        resolver = kv_resolver(kv)
-        yield StoreUnderTest(
-            resolver,
-            putter(kv),
-            missing=f"kv://{VAULT}/absent-{secrets.token_hex(4)}",
-            denied=f"kv://{VAULT}/{denied}",
-        )
-        resolver.close()
 
 
 # -- reads ----------------------------------------------------------------------------------------

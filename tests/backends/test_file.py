@@ -171,3 +171,156 @@ def test_a_fifo_is_refused_without_blocking(layout: tuple[Path, Path]) -> None:
     os.mkfifo(root / "pipe")
     with pytest.raises(SecretNotFound, match="not a regular file"):
         read(store(root), root / "pipe")
+
+
+# -- issue 21: the rest of the store's behaviour, one test each -----------------------------------
+
+
+def test_roots_from_a_path_list_and_bad_roots_are_config_errors(
+    layout: tuple[Path, Path],
+) -> None:
+    from leaseline import ConfigError
+
+    root, outside = layout
+    (outside / "x").write_text("in-second-root")
+    context = BackendContext(clock=time.time, resolve=lambda ref: ref)
+    both = FileBackend("file", {"roots": f"{root}{os.pathsep}{outside}"}, context)
+    assert read(both, outside / "x") == "in-second-root"
+    for bad in (5, [str(root), 7], {"a": 1}):
+        with pytest.raises(ConfigError, match=r"\[stores.files\] roots: expected a list"):
+            FileBackend("files", {"roots": bad}, context)
+    with pytest.raises(ConfigError, match="unknown option"):
+        FileBackend("file", {"root": str(root)}, context)
+
+
+def test_default_roots_are_the_mounted_secret_directories(tmp_path: Path) -> None:
+    backend = FileBackend("file", {}, BackendContext(clock=time.time, resolve=lambda ref: ref))
+    (tmp_path / "k").write_text("v")
+    with pytest.raises(AccessDenied) as info:
+        read(backend, tmp_path / "k")
+    for default in ("/run/secrets", "/mnt/secrets-store"):
+        assert os.path.realpath(default) in str(info.value)
+    assert "add its directory to [stores.file] roots" in str(info.value)
+
+
+def test_a_root_named_through_a_symlink_is_the_same_root(layout: tuple[Path, Path]) -> None:
+    # /var/run/secrets names /run/secrets: a reference may use either spelling
+    root, outside = layout
+    alias = outside / "alias"
+    alias.symlink_to(root)
+    (root / "token").write_text("via-either")
+    backend = store(alias)
+    assert read(backend, alias / "token") == "via-either"
+    assert read(backend, root / "token") == "via-either"
+
+
+def test_symlink_loops_and_files_used_as_directories_are_not_found(
+    layout: tuple[Path, Path],
+) -> None:
+    root, _ = layout
+    (root / "a").symlink_to("b")
+    (root / "b").symlink_to("a")
+    (root / "plain").write_text("x")
+    backend = store(root)
+    with pytest.raises(SecretNotFound, match="cannot open"):
+        read(backend, root / "a")
+    with pytest.raises(SecretNotFound, match=r"cannot open .*plain/inner"):
+        read(backend, root / "plain" / "inner")
+
+
+def test_the_last_component_is_opened_with_o_nofollow(
+    layout: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every open of the walk carries O_NOFOLLOW: the kernel, not a check before it, refuses to
+    follow a link, so the walk alone decides where a symlink may lead."""
+    from leaseline.backends import file as file_module
+
+    root, _ = layout
+    (root / "d").mkdir()
+    (root / "d" / "f").write_text("x")
+    flags: list[int] = []
+    real_open = os.open
+
+    def spy(path: str, flag: int, *args: object, **kwargs: object) -> int:
+        flags.append(flag)
+        return real_open(path, flag, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(file_module.os, "open", spy)
+    assert read(store(root), root / "d" / "f") == "x"
+    assert len(flags) == 3  # the root, then d and f relative to their parents
+    assert all(f & os.O_NOFOLLOW for f in flags[1:])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "field", "expected"),
+    [
+        (
+            "db.json",
+            '{"port": 5432, "tags": ["a", "b"], "tls": {"on": true}}',
+            "tags",
+            '["a", "b"]',
+        ),
+        ("db.json", '{"port": 5432, "tls": {"on": true}}', "tls", '{"on": true}'),
+        ("db.yaml", "user: app\nport: 5432\n", "port", "5432"),
+        ("db.yml", "user: app\n", "user", "app"),
+        ("noext", '{"k": "from-json"}\n', "k", "from-json"),
+        ("list.json", "[1, 2]\n", None, "[1, 2]"),  # not a mapping: one raw value
+        ("raw.txt", "line\n\n", None, "line\n"),  # only the last newline is stripped
+        (".env", '# c\n\nexport K="q v"\n', "K", "q v"),
+    ],
+)
+def test_formats(
+    layout: tuple[Path, Path], name: str, content: str, field: str | None, expected: str
+) -> None:
+    root, _ = layout
+    (root / name).write_text(content)
+    assert read(store(root), root / name, field) == expected
+
+
+def test_version_and_metadata_follow_the_file(layout: tuple[Path, Path]) -> None:
+    root, _ = layout
+    path = root / "token"
+    path.write_text("one")
+    backend = store(root)
+    ref = parse(f"file://{path}")
+    first = backend.read(ref).version
+    assert backend.read(ref).version == first  # unchanged file, same version
+    tmp = root / ".token.new"
+    tmp.write_text("two-longer")
+    os.replace(tmp, path)  # a CSI driver's swap: new inode, size and mtime
+    assert backend.read(ref).version != first
+    meta = backend.metadata(ref)
+    assert meta.ref == f"file://{path}" and meta.updated_at == os.stat(path).st_mtime
+    with pytest.raises(SecretNotFound):
+        backend.metadata(parse(f"file://{root}/absent"))
+    with pytest.raises(AccessDenied):
+        backend.metadata(parse("file:///etc/hostname"))
+
+
+def test_the_resolver_picks_up_a_rotated_file_after_refresh_after(
+    layout: tuple[Path, Path], canary: object
+) -> None:
+    from leaseline import Resolver
+    from leaseline._config import Config
+
+    root, _ = layout
+    first, second = canary.new("f1"), canary.new("f2")  # type: ignore[attr-defined]
+    path = root / "api_key"
+    path.write_text(first)
+    now = [1000.0]
+    config = Config.from_mapping({"stores": {"file": {"roots": [str(root)]}}})
+    resolver = Resolver(config, clock=lambda: now[0], handle_signals=False)
+    try:
+        assert resolver.resolve(f"file://{path}") == first
+        path.write_text(second)
+        assert resolver.resolve(f"file://{path}") == first  # inside refresh_after: cached
+        now[0] += FileBackend.default_refresh_after + 1
+        seen = resolver.resolve(f"file://{path}")
+        deadline = time.monotonic() + 30
+        while seen != second and time.monotonic() < deadline:  # re-read in the background
+            time.sleep(0.01)
+            seen = resolver.resolve(f"file://{path}")
+        assert seen == second
+    finally:
+        resolver.close()
+        path.unlink()

@@ -7,7 +7,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import hvac.exceptions
@@ -16,7 +16,6 @@ import psycopg
 import pytest
 from leaseline import AccessDenied, BackendUnavailable, Resolver, SecretNotFound
 from leaseline._config import Config
-from leaseline.testing import BackendConformance, StoreUnderTest
 
 from tests.servers import DatabaseEngine, OpenBao
 
@@ -55,32 +54,6 @@ def _putter(bao: OpenBao, mount: str, v2: bool) -> Callable[..., str]:
         return f"vault://{mount}/{path}"
 
     return put
-
-
-class TestKvV2Conformance(BackendConformance):
-    @pytest.fixture
-    def store(self, openbao: OpenBao) -> Iterator[StoreUnderTest]:
-        resolver = vault_resolver(openbao, approle(openbao))
-        yield StoreUnderTest(
-            resolver,
-            _putter(openbao, "secret", True),
-            missing="vault://secret/conf/absent-" + secrets.token_hex(4),
-            denied="vault://cubbyhole-denied/x",
-        )
-        resolver.close()
-
-
-class TestKvV1Conformance(BackendConformance):
-    @pytest.fixture
-    def store(self, openbao: OpenBao) -> Iterator[StoreUnderTest]:
-        resolver = vault_resolver(openbao, approle(openbao))
-        yield StoreUnderTest(
-            resolver,
-            _putter(openbao, "kv1", False),
-            missing="vault://kv1/conf/absent-" + secrets.token_hex(4),
-            denied="vault://sys/policies/acl/root",
-        )
-        resolver.close()
 
 
 def test_kv_v1_and_v2_through_the_same_form(openbao: OpenBao, canary: Any) -> None:

@@ -341,6 +341,32 @@ def test_env_values_that_are_references_are_resolved(
     assert result.stdout.splitlines() == ["***", "https://example.invalid/x", "True"]
 
 
+def test_leaselines_own_config_variables_stay_references_in_the_child(
+    openbao: OpenBao, cli_env: dict[str, str], canary: object, tmp_path: Path
+) -> None:
+    """``LEASELINE_AUDIT__HMAC_KEY=vault://...`` is read by leaseline itself; before, ``run``
+    also resolved it as an ordinary variable and handed the audit key to the child."""
+    key_ref, _key = kv_secret(openbao, canary, "auditkey")
+    ref, _value = kv_secret(openbao, canary, "implicit2")
+    seen = tmp_path / "seen.txt"
+    env = {
+        **cli_env,
+        "OPENAI_API_KEY": ref,
+        "LEASELINE_AUDIT__SINK": f"file://{tmp_path / 'audit.jsonl'}",
+        "LEASELINE_AUDIT__HMAC_KEY": key_ref,
+    }
+    script = (
+        "import os,pathlib\n"
+        f"pathlib.Path({str(seen)!r}).write_text(os.environ['LEASELINE_AUDIT__HMAC_KEY'])\n"
+        "print(os.environ['OPENAI_API_KEY'])\n"
+    )
+    result = leaseline("run", "--", sys.executable, "-c", script, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["***"]  # an ordinary variable is still resolved
+    assert seen.read_text() == key_ref
+    assert (tmp_path / "audit.jsonl").stat().st_size > 0  # and leaseline used the key itself
+
+
 # -- what the child sees, and what reaches the user's terminal (issue 18) -------------------------
 
 

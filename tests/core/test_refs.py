@@ -212,3 +212,38 @@ def test_paths_and_option_values_are_checked_and_pointed_at(
 )
 def test_valid_paths_and_options_still_parse(ref: str) -> None:
     assert str(parse(ref)) == ref
+
+
+# -- issue 21: one rule for "this environment variable's value is a reference" ----------------
+
+
+def test_environment_references_is_the_one_rule() -> None:
+    from leaseline._refs import environment_references
+
+    environ = {
+        "A": "vault://secret/a#k",  # a built-in store type
+        "B": "prod-aws://ml/key",  # a configured store
+        "C": "https://example.invalid/x",  # a URL
+        "D": "s3://bucket/key",  # a URL scheme that is never a store
+        "E": "file:///etc/hosts",  # file:// and env:// are ordinary URLs unless configured
+        "F": "env://HOME",
+        "G": "plugin://x/y",  # an entry-point store type: looked up only when needed
+        "H": "nothing://x",
+        "LEASELINE_AUDIT__HMAC_KEY": "vault://secret/audit#key",  # leaseline's own config
+        "I": "not a reference",
+    }
+    asked: list[int] = []
+
+    def store_names() -> list[str]:
+        asked.append(1)
+        return ["plugin", "vault", "file", "env"]
+
+    found = environment_references(environ, configured=["prod-aws"], store_names=store_names)
+    assert found == {"A": environ["A"], "B": environ["B"], "G": environ["G"]}
+    assert asked == [1]  # once, not per variable
+    configured = environment_references(
+        {"E": environ["E"], "F": environ["F"], "A": environ["A"]},
+        configured=["file"],
+        store_names=store_names,
+    )
+    assert configured == {"E": environ["E"], "A": environ["A"]} and asked == [1]

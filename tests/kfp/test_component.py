@@ -423,3 +423,23 @@ def test_masking_stream_masks_each_write() -> None:
     stream.writelines(["and again s3cr3t-value\n"])
     assert inner.getvalue() == "the value is ***\nand again ***\n"
     assert stream.getvalue() == inner.getvalue()  # other attributes pass through
+
+
+def test_task_and_leaseline_run_read_references_from_the_environment_alike(
+    memory_resolver: Any, monkeypatch: pytest.MonkeyPatch, canary: Any
+) -> None:
+    """One rule (issue 21): ``file://``/``env://`` values are ordinary URLs unless configured,
+    as for ``leaseline run``; before, the task resolved them (or failed on them)."""
+    from leaseline._cli_run import implicit_refs
+
+    value = canary.new()
+    MemoryBackend.put("memory", "kfp/same", {"api_key": value})
+    monkeypatch.setenv("K_SAME", "memory://kfp/same#api_key")
+    monkeypatch.setenv("DATA_FILE", "file:///etc/hostname")
+    monkeypatch.setenv("HOME_AGAIN", "env://HOME")
+    seen: dict[str, str] = {}
+    resolver = memory_resolver()
+    assert implicit_refs(os.environ, resolver) == _task.references_in_env(os.environ, resolver)
+    _task.run(lambda: seen.update(os.environ), (), {}, resolver_factory=lambda: resolver)
+    assert seen["K_SAME"] == value
+    assert seen["DATA_FILE"] == "file:///etc/hostname" and seen["HOME_AGAIN"] == "env://HOME"

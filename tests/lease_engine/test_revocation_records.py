@@ -256,3 +256,69 @@ def test_agent_stopped_while_the_store_is_sealed_exits_non_zero_and_keeps_it_pen
     )
     assert revoke.returncode == 0, revoke.stdout + revoke.stderr
     assert not live_leases(bao, "sealed")
+
+
+# -- issue 21: one writer of the record format ---------------------------------------------------
+
+
+def test_only_the_ledger_module_spells_out_a_record() -> None:
+    """``run``, ``render``, ``agent`` and ``leases revoke`` build every record through
+    ``leaseline._ledger`` (before, the agent and ``leases revoke`` wrote their own copies)."""
+    import re
+
+    import leaseline
+
+    root = Path(leaseline.__file__).parent
+    spelled = [
+        f"{path.relative_to(root)}:{n}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "_ledger.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"""["']op["']\s*:""", line)
+    ]
+    assert spelled == []
+
+
+def test_the_record_builders_fold_back_into_what_leases_list_shows(tmp_path: Path) -> None:
+    from leaseline._ledger import (
+        Unrevoked,
+        done_record,
+        identity,
+        lease_record,
+        revoked_record,
+        run_record,
+        token_record,
+    )
+
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    pid, started = identity()
+    ledger.append(
+        run_record(cmd="render", dir="/dev/shm/x"),
+        lease_record("vault", "vault://database/creds/r", "database/creds/r/abc", 4e9),
+        lease_record("vault", "vault://database/creds/r", "database/creds/r/def", 4e9),
+        token_record("vault", "acc1", "http://127.0.0.1:8200"),
+    )
+    (run,) = ledger.runs()
+    assert (run["pid"], run["started"], run["cmd"], run["dir"], run["files"]) == (
+        pid,
+        started,
+        "render",
+        "/dev/shm/x",
+        [],
+    )
+    by_id = {e.id: e for e in ledger.entries()}
+    assert set(by_id) == {"database/creds/r/abc", "database/creds/r/def", "accessor:acc1"}
+    assert {e.status() for e in by_id.values()} == {"held"}
+    assert by_id["accessor:acc1"].addr == "http://127.0.0.1:8200"
+    ledger.append(revoked_record("database/creds/r/abc"))
+    failed = Unrevoked.from_entry(by_id["database/creds/r/def"], "BackendUnavailable")
+    ledger.append(failed.record(), done_record())
+    by_id = {e.id: e for e in ledger.entries(include_revoked=True)}
+    assert by_id["database/creds/r/abc"].status() == "revoked"
+    assert by_id["accessor:acc1"].status() == "revoked"  # covered by 'done'
+    assert by_id["database/creds/r/def"].status() == "pending"
+    assert by_id["database/creds/r/def"].pending == "BackendUnavailable"
+    assert ledger.runs() == []
+    # one JSON object per line, keys sorted: what older readers read
+    lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
+    assert all(json.dumps(json.loads(line), sort_keys=True) == line for line in lines)

@@ -1,0 +1,134 @@
+"""One credential-pattern table: what ``leaseline scan`` flags, the core treats as a credential.
+
+``_detectors.DETECTORS`` is the only table. For every detector in it, a key of that format (made
+now, never committed) is flagged by the scanner under that detector, named by
+``looks_like_credential`` (the adapters' and KFP's check), and refused by ``parse`` without being
+quoted; a placeholder of the same shape is none of these.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import string
+
+import pytest
+from leaseline import InvalidReference, parse
+from leaseline._detectors import DETECTORS, Detector, find_credential, looks_like_credential
+from leaseline.scan import RULES, Scanner
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def _an(n: int) -> str:
+    while True:
+        out = "".join(secrets.choice(_ALNUM) for _ in range(n))
+        if all(any(test(c) for c in out) for test in (str.isdigit, str.isupper, str.islower)):
+            return out
+
+
+def _hex(n: int) -> str:
+    while True:
+        out = secrets.token_hex(n // 2)
+        if any(c.isdigit() for c in out) and any(c.isalpha() for c in out):
+            return out
+
+
+def _pem() -> str:
+    body = base64.b64encode(secrets.token_bytes(300)).decode()
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    kind = "EC " + "PRIVATE KEY"  # armor from parts: this file is no PEM look-alike
+    return f"-----BEGIN {kind}-----\n" + "\n".join(lines) + f"\n-----END {kind}-----"
+
+
+def _uuid() -> str:
+    h = secrets.token_hex(16)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+
+
+def sample(detector_id: str) -> tuple[str, str]:
+    """(a line holding a key of this format, the key): generated now."""
+
+    def jwt_part() -> str:
+        return "eyJ" + base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("=")
+
+    value = {
+        "anthropic": lambda: f"sk-ant-oat01-{_an(40)}",
+        "openai-project": lambda: f"sk-svcacct-{_an(40)}",
+        "openai": lambda: f"sk-{_an(48)}",
+        "huggingface": lambda: f"api_org_{_an(34)}",
+        "google-ai": lambda: f"AIza{_an(35)}",
+        "groq": lambda: f"gsk_{_an(52)}",
+        "replicate": lambda: f"r8_{_an(37)}",
+        "langsmith": lambda: f"lsv2_pt_{_hex(32)}_{_hex(10)}",
+        "pinecone": lambda: f"pcsk_{_an(60)}",
+        "pinecone-legacy": _uuid,
+        "cohere": lambda: _an(40),
+        "mistral": lambda: _an(32),
+        "wandb": lambda: _hex(40),
+        "wandb-netrc": lambda: _hex(40),
+        "vault-token": lambda: f"hvs.{_an(90)}",
+        "vault-token-legacy": lambda: f"s.{secrets.token_urlsafe(24)}",
+        "aws-access-key-id": lambda: (
+            "ABIA" + "".join(secrets.choice("ABCDEFGHJK2345") for _ in range(16))
+        ),
+        "aws-secret-access-key": lambda: _an(40),
+        "database-url": lambda: _an(20),
+        "url-password": lambda: _an(20),
+        "private-key": _pem,
+        "jwt": lambda: f"{jwt_part()}.{jwt_part()}.{_an(43)}",
+        "github-token": lambda: f"ghp_{_an(36)}",
+        "slack-token": lambda: f"xoxb-{_an(12)}-{_an(24)}",
+    }[detector_id]()
+    line = {
+        "pinecone-legacy": f'PINECONE_API_KEY = "{value}"',
+        "cohere": f'COHERE_API_KEY = "{value}"',
+        "mistral": f'MISTRAL_API_KEY = "{value}"',
+        "wandb": f'WANDB_API_KEY = "{value}"',
+        "wandb-netrc": f"machine api.wandb.ai\n  login user\n  password {value}",
+        "aws-secret-access-key": f'aws_secret_access_key = "{value}"',
+        "database-url": f'DSN = "postgresql+psycopg://app:{value}@db:5432/x"',
+        "url-password": f'REMOTE = "https://deploy:{value}@git.internal/repo.git"',
+    }.get(detector_id, f'value = "{value}"')
+    return line, value
+
+
+@pytest.mark.parametrize("detector", DETECTORS, ids=lambda d: d.id)
+def test_the_scanner_and_the_core_flag_the_same_keys(detector: Detector) -> None:
+    line, value = sample(detector.id)
+    findings = Scanner(detect_secrets=False).scan_text("settings.py", line)
+    assert [(f.rule, f.secret) for f in findings] == [(detector.id, value)]
+    # the core: the same detector, the same value
+    found = find_credential(line)
+    assert found is not None and found == (detector, value)
+    assert looks_like_credential(line) == detector.name
+    # given where a reference belongs: refused, and the value is not quoted back
+    with pytest.raises(InvalidReference, match="looks like a credential") as info:
+        parse(line)
+    assert value not in str(info.value)
+    # alone, a prefixed key is still recognised (a named format needs its name: never quoted)
+    with pytest.raises(InvalidReference) as info:
+        parse(value)
+    assert value not in str(info.value)
+    if detector.find(value) is not None:
+        assert looks_like_credential(value) == detector.name
+
+
+def _placeholder(value: str) -> str:
+    """The same shape with a stand-in (``x`` for every letter and digit): nobody's key."""
+    keep = {"sk-ant-oat01-": 13, "sk-svcacct-": 11}
+    head = next((n for p, n in keep.items() if value.startswith(p)), 4)
+    return value[:head] + "".join("x" if c.isalnum() else c for c in value[head:])
+
+
+@pytest.mark.parametrize("detector", DETECTORS, ids=lambda d: d.id)
+def test_a_placeholder_of_the_same_shape_is_flagged_by_neither(detector: Detector) -> None:
+    line, value = sample(detector.id)
+    line = line.replace(value, _placeholder(value))
+    assert Scanner(detect_secrets=False).scan_text("settings.py", line) == []
+    assert find_credential(line) is None
+    assert looks_like_credential(line) is None
+
+
+def test_the_scanner_has_no_format_table_of_its_own() -> None:
+    assert RULES is DETECTORS
