@@ -268,7 +268,7 @@ DETECTORS: tuple[Detector, ...] = (
         "AWS access key id",
         "aws",
         r"\b(?P<s>(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16})\b",
-        dense(3.0),
+        dense(3.0, 1),  # base32: an id of letters only is as real as one with digits
     ),
     _d(
         "aws-secret-access-key",
