@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from leaseline import audit, masking
-from leaseline._stream import MaskedTextStream as _MaskedStream  # noqa: F401  (tests)
-from leaseline._stream import mask_std_streams
+from leaseline.masking._stream import MaskedTextStream as _MaskedStream  # noqa: F401  (tests)
+from leaseline.masking._stream import mask_std_streams
 
 __all__ = ["airflow_context", "in_task_process", "install", "on_lookup", "release_task_leases"]
 

@@ -3,7 +3,7 @@ AppRole secret ids, JWTs, passwords.
 
 A backend calls :func:`remember` with each one as it uses it. They are masked like every value
 handed out, and ``leaseline run`` keeps every variable that holds one out of its child's
-environment (``leaseline._cli_child.child_environment``).
+environment (``leaseline.runtime.child.child_environment``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Writing a rotator: the public names (implementation in ``leaseline._rotators``).
+"""Writing a rotator: the public names (implementation in ``leaseline.rotation._rotators``).
 
 Subclass :class:`ProviderRotator` and implement ``mint(job, current) -> {field: value}``
 (optionally ``revoke(job, old)`` and ``discard(job, new)``), then register the class in the
@@ -7,7 +7,7 @@ Subclass :class:`ProviderRotator` and implement ``mint(job, current) -> {field: 
 
 from __future__ import annotations
 
-from ._rotators import (
+from .rotation._rotators import (
     Job,
     ProviderRotator,
     RandomPassword,

@@ -24,9 +24,9 @@ from typing import Any
 
 from leaseline import LeaselineError, Resolver, audit
 from leaseline._refs import environment_references
-from leaseline._stream import MaskedTextStream as _MaskingStream  # noqa: F401  (tests)
-from leaseline._stream import mask_std_streams
 from leaseline.masking import Masker
+from leaseline.masking._stream import MaskedTextStream as _MaskingStream  # noqa: F401  (tests)
+from leaseline.masking._stream import mask_std_streams
 
 __all__ = ["SecretOutputRefused", "masked_streams", "references_in_env", "run"]
 
@@ -51,7 +51,7 @@ def references_in_env(environ: Mapping[str, str], resolver: Resolver) -> dict[st
 
 def masked_streams(m: Masker | None = None) -> None:
     """Wrap ``sys.stdout`` and ``sys.stderr`` with masking streams (idempotent): the core's
-    :func:`leaseline._stream.mask_std_streams`, which also masks a value split across writes.
+    :func:`leaseline.masking._stream.mask_std_streams`, which also masks a value split across writes.
 
     They stay wrapped for the rest of the process, so a traceback printed after the task's
     function has failed is masked too.

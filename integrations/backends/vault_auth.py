@@ -108,7 +108,7 @@ class CiAuth:
 
     ``auth = { method = "ci", role = "training-ci", audience = "https://vault.example" }``:
     GitHub Actions' OIDC token (requested with ``audience``), else GitLab's ``id_tokens``
-    variable (``token_env``, default ``VAULT_ID_TOKEN``). See ``leaseline._ci.identity_token``.
+    variable (``token_env``, default ``VAULT_ID_TOKEN``). See ``leaseline.runtime.ci.identity_token``.
     """
 
     method: ClassVar[str] = "ci"
@@ -119,7 +119,7 @@ class CiAuth:
     mount: str = "jwt"
 
     def login(self, client: hvac.Client, resolve: Resolve) -> None:
-        from .._ci import identity_token
+        from ..runtime.ci import identity_token
 
         token = identity_token(self.audience, token_env=self.token_env)
         remember(token)

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 from click.testing import CliRunner
-from leaseline._audit_analyze import Settings, analyze
-from leaseline._audit_readers import Access, parse_time, read_accesses
 from leaseline.audit import Auditor, FileSink
-from leaseline.audit_cli import audit
+from leaseline.audit._analyze import Settings, analyze
+from leaseline.audit._readers import Access, parse_time, read_accesses
+from leaseline.cli.audit import audit
 from requests.adapters import HTTPAdapter
 
 from tests.servers import OpenBao

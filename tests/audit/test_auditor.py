@@ -259,7 +259,7 @@ def test_stdout_and_logging_sinks_chain_too(
 
 
 def test_rotation_keeps_the_chain_across_files(tmp_path: Path) -> None:
-    from leaseline._audit_verify import verify_files, with_rotated
+    from leaseline.audit._verify import verify_files, with_rotated
 
     log = tmp_path / "audit.jsonl"
     key = secrets.token_bytes(16)
@@ -292,7 +292,7 @@ a.close()
 
 
 def test_processes_sharing_one_file_keep_one_chain(tmp_path: Path) -> None:
-    from leaseline._audit_verify import verify_files, with_rotated
+    from leaseline.audit._verify import verify_files, with_rotated
 
     log = tmp_path / "shared.jsonl"
     procs = [
@@ -339,7 +339,7 @@ def test_no_value_in_any_line_even_in_extra_and_errors(tmp_path: Path, canary: A
 def test_schema_ships_in_the_package() -> None:
     import leaseline
 
-    path = Path(leaseline.__file__).parent / "audit_event.schema.json"
+    path = Path(leaseline.__file__).parent / "audit" / "event.schema.json"
     assert json.loads(path.read_text())["title"] == "leaseline audit event"
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"*.json"' in pyproject

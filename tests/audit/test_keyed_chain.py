@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from leaseline.audit import Auditor, FileSink
-from leaseline.audit_cli import audit
+from leaseline.cli.audit import audit
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 from leaseline import Resolver
-from leaseline._audit_readers import read_accesses
-from leaseline._audit_verify import verify_files
 from leaseline._config import load_config
 from leaseline.audit import schema
-from leaseline.audit_cli import audit
+from leaseline.audit._readers import read_accesses
+from leaseline.audit._verify import verify_files
 from leaseline.backends.memory import MemoryBackend
+from leaseline.cli.audit import audit
 from leaseline.scan import ManagedValues
 
 

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from leaseline._audit_verify import order_files, verify_trail, with_rotated
 from leaseline.audit import Auditor, FileSink
-from leaseline.audit_cli import audit
+from leaseline.audit._verify import order_files, verify_trail, with_rotated
+from leaseline.cli.audit import audit
 
 
 def write_trail(path: Path, n: int, **sink: object) -> list[str]:

@@ -9,9 +9,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from leaseline._relay import Relay, big_pipe
-from leaseline._stream import StreamMasker
 from leaseline.masking import encoded_forms
+from leaseline.masking._stream import StreamMasker
+from leaseline.runtime.relay import Relay, big_pipe
 
 
 def _reader(fd: int, into: bytearray, stop_after: int | None = None) -> threading.Thread:

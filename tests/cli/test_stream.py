@@ -21,9 +21,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from leaseline import _stream
-from leaseline._stream import StreamMasker
-from leaseline.masking import encoded_forms, stream_forms
+from leaseline.masking import _stream, encoded_forms, stream_forms
+from leaseline.masking._stream import StreamMasker
 
 from tests.canary import encodings
 from tests.conftest import require

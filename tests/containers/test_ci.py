@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from leaseline import AccessDenied, Resolver
-from leaseline._ci import announce_masks, identity_token, mask_lines
 from leaseline._config import Config
 from leaseline.masking import encoded_forms
+from leaseline.runtime.ci import announce_masks, identity_token, mask_lines
 
 from tests.containers.conftest import cli_env
 from tests.servers import OpenBao

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from leaseline import ConfigError, Resolver
 from leaseline._config import Config
-from leaseline._render import Output, Renderer, atomic_write, parse_template
 from leaseline.backends.memory import MemoryBackend
+from leaseline.runtime.render import Output, Renderer, atomic_write, parse_template
 
 from tests.containers.conftest import cli_env
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from leaseline import Resolver
 from leaseline._config import Config
-from leaseline._render import Output, Renderer
+from leaseline.runtime.render import Output, Renderer
 
 from tests.servers import OpenBao
 
@@ -174,7 +174,7 @@ def test_uncaught_traceback_shows_no_value_in_locals(
         "    sys.stdout.write(''.join(te.format()))\n"
         "sys.excepthook = report\n"
         "import leaseline\n"
-        "from leaseline._render import Output, Renderer\n"
+        "from leaseline.runtime.render import Output, Renderer\n"
         "r = leaseline.default_resolver()\n"
         f"Renderer(r, [Output.file({str(dest)!r}, {ref!r})]).render()\n"
     )

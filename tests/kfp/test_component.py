@@ -430,7 +430,7 @@ def test_task_and_leaseline_run_read_references_from_the_environment_alike(
 ) -> None:
     """One rule (issue 21): ``file://``/``env://`` values are ordinary URLs unless configured,
     as for ``leaseline run``; before, the task resolved them (or failed on them)."""
-    from leaseline._cli_run import implicit_refs
+    from leaseline.runtime.run import implicit_refs
 
     value = canary.new()
     MemoryBackend.put("memory", "kfp/same", {"api_key": value})

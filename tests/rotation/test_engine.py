@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 import pytest
 from leaseline import Resolver, Secret
 from leaseline._config import Config
-from leaseline._rotators import Job, ProviderRotator, known_rotators, register_rotator
 from leaseline.audit import Auditor
 from leaseline.backends.memory import MemoryBackend
 from leaseline.rotation import DAY, check, rotate, run
+from leaseline.rotation._rotators import Job, ProviderRotator, known_rotators, register_rotator
 
 from .conftest import ListSink
 
@@ -246,4 +246,4 @@ def test_user_rotators_import_public_names_only() -> None:
     spec.loader.exec_module(module)
     assert issubclass(module.AcmeKeys, public.ProviderRotator)
     assert public.ProviderRotator is ProviderRotator
-    assert "leaseline._rotators" not in example.read_text()
+    assert "leaseline.rotation._rotators" not in example.read_text()

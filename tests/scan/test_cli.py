@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from leaseline.scan.cli import scan
+from leaseline.cli.scan import scan
 
 from .conftest import assert_no_values
 

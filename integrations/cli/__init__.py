@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from ._resolver import Resolver
+    from .._resolver import Resolver
 
 __all__ = ["COMMANDS", "Options", "cli", "end_process", "fail", "main", "make_resolver"]
 
@@ -36,22 +36,22 @@ _owns_process = False
 
 #: name -> ("module:attr", one-line help). Other engineers' commands live in their own modules.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "agent": ("leaseline.agent_cli:agent", "Sidecar: keep secret files fresh; revoke on stop."),
-    "audit": ("leaseline.audit_cli:audit", "Verify, tail and analyze audit logs."),
-    "dev": ("leaseline._dev:dev", "Start a local OpenBao dev server with demo secrets."),
+    "agent": ("leaseline.cli.agent:agent", "Sidecar: keep secret files fresh; revoke on stop."),
+    "audit": ("leaseline.cli.audit:audit", "Verify, tail and analyze audit logs."),
+    "dev": ("leaseline.cli.dev:dev", "Start a local OpenBao dev server with demo secrets."),
     "doctor": (
-        "leaseline._cli_doctor:doctor",
+        "leaseline.cli.doctor:doctor",
         "Check stores, auth and references; exit 1 on failure.",
     ),
-    "get": ("leaseline._cli_get:get", "Print the value a reference points at."),
-    "leases": ("leaseline._cli_leases:leases", "List leases held by runs; revoke orphaned ones."),
-    "render": ("leaseline.render_cli:render", "Init container: write secret files and exit."),
+    "get": ("leaseline.cli.get:get", "Print the value a reference points at."),
+    "leases": ("leaseline.cli.leases:leases", "List leases held by runs; revoke orphaned ones."),
+    "render": ("leaseline.cli.render:render", "Init container: write secret files and exit."),
     "rotation": (
-        "leaseline.rotation_cli:rotation",
+        "leaseline.cli.rotation:rotation",
         "Check ages against policies; rotate in two phases.",
     ),
-    "run": ("leaseline._cli_run:run", "Run a command with secrets in its environment, masked."),
-    "scan": ("leaseline.scan.cli:scan", "Find committed credentials in files and notebooks."),
+    "run": ("leaseline.cli.run:run", "Run a command with secrets in its environment, masked."),
+    "scan": ("leaseline.cli.scan:scan", "Find committed credentials in files and notebooks."),
 }
 
 EXIT_CODES = """\b
@@ -106,8 +106,8 @@ def end_process(code: int) -> NoReturn:
 
 def make_resolver(ctx: click.Context | None = None, **kwargs: Any) -> Resolver:
     """A :class:`leaseline.Resolver` from ``--config`` (or the usual places) and the environment."""
-    from ._config import load_config
-    from ._resolver import Resolver
+    from .._config import load_config
+    from .._resolver import Resolver
 
     ctx = ctx or click.get_current_context()
     opts = ctx.find_object(Options) or Options()
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except SystemExit:
         raise
     except BaseException as exc:
-        from ._exceptions import LeaselineError
+        from .._exceptions import LeaselineError
 
         if debug:
             raise
@@ -236,14 +236,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             fail(str(exc), exc.exit_code)
         if isinstance(exc, OSError):
             fail(f"{exc.strerror or exc} ({getattr(exc, 'filename', None) or 'OS error'})", 1)
-        from .masking import masker
+        from ..masking import masker
 
         detail = masker().mask(f"{type(exc).__name__}: {exc}")
         fail(f"internal error ({detail}); rerun with --debug for details", 1)
     raise SystemExit(0)
-
-
-if __name__ == "__main__":  # python -m leaseline.cli: use the one imported module, not __main__
-    from leaseline.cli import main as _main
-
-    _main()

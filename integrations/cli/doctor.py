@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import make_resolver
+from . import make_resolver
 
 if TYPE_CHECKING:
-    from ._resolver import Resolver
+    from .._resolver import Resolver
 
 __all__ = ["doctor"]
 
 
 def check_store(resolver: Resolver, name: str) -> dict[str, Any]:
-    from ._exceptions import LeaselineError
-    from .backends import HealthChecked
+    from .._exceptions import LeaselineError
+    from ..backends import HealthChecked
 
     row: dict[str, Any] = {"store": name, "type": None, "ok": False}
     try:
@@ -37,12 +37,7 @@ def check_store(resolver: Resolver, name: str) -> dict[str, Any]:
 
 
 def check_ref(resolver: Resolver, ref: str) -> dict[str, Any]:
-    from ._exceptions import (
-        AccessDenied,
-        BackendUnavailable,
-        LeaselineError,
-        SecretNotFound,
-    )
+    from .._exceptions import AccessDenied, BackendUnavailable, LeaselineError, SecretNotFound
 
     row: dict[str, Any] = {"ref": ref, "status": "ok", "ok": True, "detail": ""}
     started = time.monotonic()
@@ -91,7 +86,7 @@ def doctor(ctx: click.Context, refs: tuple[str, ...], manifest: str | None, fmt:
         config = resolver.config
         targets = list(config.aliases.values()) + list(refs)
         if manifest:
-            from ._cli_run import load_manifest
+            from ..runtime.run import load_manifest
 
             plan = load_manifest(manifest)
             targets += [*plan.env.values(), *plan.files.values()]

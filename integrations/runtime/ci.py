@@ -20,9 +20,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from ._exceptions import AccessDenied, BackendUnavailable
-from ._logins import remember
-from .masking import encoded_forms, masker
+from .._exceptions import AccessDenied, BackendUnavailable
+from .._logins import remember
+from ..masking import encoded_forms, masker
 
 __all__ = ["GITLAB_TOKEN_VARS", "announce_masks", "github_actions", "identity_token", "mask_lines"]
 

@@ -9,7 +9,6 @@ credentials (secrets-store-csi-driver#1453). For batch pods that need no renewal
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
@@ -20,16 +19,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli import Options
-from .render_cli import build_outputs, output_options, render_once
-
 if TYPE_CHECKING:
-    from ._ledger import Entry, Ledger, Unrevoked
-    from ._render import Output
-    from ._resolver import Resolver
-    from ._secret import Secret
+    from .._ledger import Entry, Ledger, Unrevoked
+    from .._resolver import Resolver
+    from .._secret import Secret
+    from .render import Output
 
-__all__ = ["Agent", "Notify", "agent"]
+__all__ = ["Agent", "Notify"]
 
 
 @dataclass(frozen=True)
@@ -76,8 +72,8 @@ class Agent:
         notify: tuple[Notify, ...] = (),
         interval: float = 1.0,
     ) -> None:
-        from ._ledger import Recorder
-        from ._render import Renderer
+        from .._ledger import Recorder
+        from .render import Renderer
 
         self.resolver = resolver
         self.renderer = Renderer(resolver, outputs)
@@ -108,7 +104,7 @@ class Agent:
         """Leases of these references that a finished ``leaseline render`` handed over: ours now,
         revoked when the agent stops (they are not renewed: they end at their own TTL)."""
         keys = set(self.renderer.keys)
-        from ._ledger import lease_record
+        from .._ledger import lease_record
 
         for entry in self.ledger.entries():
             if entry.kind != "lease" or entry.ref not in keys or entry.alive():
@@ -142,7 +138,7 @@ class Agent:
             try:
                 self.tick()
             except Exception as exc:  # a store outage: cached values serve inside their lease
-                from .masking import masker
+                from ..masking import masker
 
                 _say(f"render failed, retrying: {masker().mask(str(exc))}")
 
@@ -153,9 +149,9 @@ class Agent:
     def close(self) -> list[Unrevoked]:
         """Revoke every lease: ours (through the resolver) and the adopted ones. Returns what
         could not be revoked (kept in the ledger as pending)."""
-        from ._exceptions import LeaselineError
-        from ._ledger import Unrevoked, revoked_record
-        from ._secret import Lease
+        from .._exceptions import LeaselineError
+        from .._ledger import Unrevoked, revoked_record
+        from .._secret import Lease
 
         unrevoked: list[Unrevoked] = []
         try:
@@ -175,95 +171,3 @@ class Agent:
                     unrevoked.append(failure)
             self.recorder.done()
         return unrevoked
-
-
-@click.command("agent")
-@output_options
-@click.option(
-    "--signal",
-    "signals",
-    multiple=True,
-    metavar="PIDFILE:SIGNAL",
-    help="After a re-render, send SIGNAL to the pid in PIDFILE (e.g. /run/app.pid:HUP).",
-)
-@click.option("--once", is_flag=True, help="Render once, hand the leases over, exit (= render).")
-@click.option(
-    "--interval",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(min=0.05),
-    metavar="SECONDS",
-    help="How often to check static secrets for changes (leases renew on their own schedule).",
-)
-@click.pass_context
-def agent(
-    ctx: click.Context,
-    files: tuple[str, ...],
-    templates: tuple[str, ...],
-    mode: str,
-    signals: tuple[str, ...],
-    once: bool,
-    interval: float,
-) -> None:
-    """Keep secret files fresh for a service (a sidecar); revoke every lease when stopped.
-
-    \b
-    The agent renders every --file and --template like `leaseline render`, then:
-      - keeps each lease renewed, and issues a fresh credential at max TTL;
-      - re-renders a file atomically when its content changes (rotation, new KV version), so a
-        reader never sees a partial file, and signals the application if --signal is given;
-      - takes over the leases a finished `leaseline render` handed over (init container);
-      - on SIGTERM, SIGINT or SIGHUP revokes every lease (and its per-task Vault token) and
-        exits 0; a lease or token it could not revoke (store down, sealed) is kept as pending in
-        the lease ledger for `leaseline leases revoke --orphaned`, and the exit status says so.
-
-    \b
-    Examples:
-      leaseline agent --template /etc/leaseline/pgpass.tpl:/secrets/.pgpass
-      leaseline agent --file /secrets/openai=openai --signal /secrets/app.pid:HUP
-
-    \b
-    Exit codes: 0 stopped by a signal (everything revoked), 2 usage/config error,
-    3 not found, 4 denied, 5 store unavailable (at start, or at stop: something could not be
-    revoked and is pending), 1 some other revocation failure.
-    """
-    opts = ctx.find_object(Options) or Options()
-    outputs = build_outputs(files, templates, mode)
-    notify = tuple(Notify.parse(s) for s in signals)
-    if once:
-        render_once(opts, outputs)
-        return
-    from ._ci import announce_masks
-    from ._config import load_config
-    from ._ledger import Ledger, default_path
-    from ._resolver import Resolver
-
-    announce_masks()
-    config = load_config(opts.config)
-    resolver = Resolver(config, handle_signals=False)
-    runner = Agent(
-        resolver,
-        outputs,
-        Ledger(default_path(config.section("ledger"))),
-        notify=notify,
-        interval=interval,
-    )
-    previous = {
-        s: signal.signal(s, lambda signum, frame: runner.stop())
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    }
-    unrevoked: list[Unrevoked] = []
-    try:
-        runner.start()
-        _say(f"rendered {len(outputs)} file(s); holding {len(resolver.leases())} lease(s)")
-        runner.run()
-    finally:
-        unrevoked = runner.close()
-        for signum, handler in previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signum, handler)
-    if unrevoked:
-        from ._cli_leases import report_unrevoked
-
-        raise SystemExit(report_unrevoked("agent", unrevoked))
-    _say(f"stopped; every lease revoked ({runner.rotations} rotation(s) served)")

@@ -3,7 +3,7 @@
 :class:`StreamMasker` masks a child's output (``leaseline run``), also when a value arrives split
 across reads; :func:`mask_block` masks one buffer (the process masker uses it for log records).
 Both match the data as it is and, when it holds terminal escape sequences, the data without
-them (:mod:`leaseline._ansi`), so a value a highlighter has coloured in pieces is masked too; the
+them (:mod:`leaseline.masking._ansi`), so a value a highlighter has coloured in pieces is masked too; the
 escape sequences inside a masked span are kept.
 
 Memory is linear in the registered forms, whatever their length (a certificate bundle, a
@@ -24,7 +24,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO, TypeAlias, cast
 
-from . import _ansi, masking
+from .. import masking
+from . import _ansi
 
 __all__ = [
     "ANCHOR",

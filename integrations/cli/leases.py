@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import make_resolver
+from . import make_resolver
 
 if TYPE_CHECKING:
-    from ._ledger import Ledger, Unrevoked
-    from .backends import Backend
+    from .._ledger import Ledger, Unrevoked
+    from ..backends import Backend
 
 __all__ = ["leases"]
 
 
 def _ledger(ctx: click.Context) -> Ledger:
-    from ._config import load_config
-    from ._ledger import Ledger, default_path
-    from .cli import Options
+    from .._config import load_config
+    from .._ledger import Ledger, default_path
+    from . import Options
 
     opts = ctx.find_object(Options) or Options()
     return Ledger(default_path(load_config(opts.config).section("ledger")))
@@ -92,7 +92,7 @@ def list_(ctx: click.Context, show_all: bool, fmt: str) -> None:
 
 def revoke_accessor(backend: Backend, accessor: str) -> None:
     """Revoke a Vault token (and every lease issued under it) by its accessor."""
-    from .backends import PerTaskTokens
+    from ..backends import PerTaskTokens
 
     if not isinstance(backend, PerTaskTokens):
         raise click.ClickException(
@@ -148,9 +148,9 @@ def revoke(ctx: click.Context, orphaned: bool, fmt: str) -> None:
     """
     if not orphaned:
         raise click.UsageError("say what to revoke: --orphaned")
-    from ._exceptions import LeaselineError
-    from ._ledger import done_record, revoked_record, run_alive
-    from ._secret import Lease
+    from .._exceptions import LeaselineError
+    from .._ledger import done_record, revoked_record, run_alive
+    from .._secret import Lease
 
     ledger = _ledger(ctx)
     targets = [

@@ -17,11 +17,11 @@ cryptoperiod) or is rotated on every deployment::
 
 :func:`check` lists every managed reference with its age, limit, due date and status (pure
 evaluation in :func:`evaluate`, clock injected). :func:`run` rotates what is due through a
-:class:`~leaseline._rotators.Rotator`: stage, verify, promote, grace window, retire, each step
+:class:`~leaseline.rotation._rotators.Rotator`: stage, verify, promote, grace window, retire, each step
 audited; a failure before promote leaves the old version current.
 
-Policies and globs are in ``_rotation_policy``, the rotators and the store side in ``_rotators``
-(imported one way: rotators know nothing of this module). Why ~550 lines here: deploy markers,
+Policies and globs are in ``rotation._policy``, the rotators and the store side in
+``rotation._rotators`` (imported one way: rotators know nothing of this module). Why ~550 lines here: deploy markers,
 the pure evaluation, enumeration and the two-phase run are one feature's steps, read in order.
 """
 
@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import ConfigError, LeaselineError
-from ._refs import SecretRef
-from ._rotation_policy import (
+from .._exceptions import ConfigError, LeaselineError
+from .._refs import SecretRef
+from .._secret import Secret
+from ..backends import Listable
+from ._policy import (
     BUILTIN_KINDS,
     DAY,
     GLOB,
@@ -51,11 +53,9 @@ from ._rotation_policy import (
     split_field,
 )
 from ._rotators import Job, make_rotator
-from ._secret import Secret
-from .backends import Listable
 
 if TYPE_CHECKING:
-    from ._resolver import Resolver
+    from .._resolver import Resolver
 
 __all__ = [
     "BUILTIN_KINDS",
@@ -437,7 +437,7 @@ def rotate(
 
 
 def _reason(exc: BaseException) -> str:
-    from . import masking
+    from .. import masking
 
     text = str(exc) if isinstance(exc, LeaselineError) else f"{type(exc).__name__}: {exc}"
     return masking.masker().mask(text)[:500]

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
 __all__ = [
     "MASK",
@@ -131,7 +131,7 @@ class Masker:
 
     Thread-safe. ``add`` is O(forms of the new value); the matcher is rebuilt lazily on the next
     ``mask`` (so registering 10,000 leases costs no quadratic recompiles). Matching is the
-    stream masker's (:mod:`leaseline._stream`: Aho-Corasick over each form's first bytes, each
+    stream masker's (:mod:`leaseline.masking._stream`: Aho-Corasick over each form's first bytes, each
     hit checked against the whole form), on the UTF-8 of the text, and also on the
     text without terminal escape sequences; memory stays linear in the registered values.
     Overlapping and adjacent matches are masked as one span.

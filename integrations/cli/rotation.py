@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli import fail, make_resolver
+from . import fail, make_resolver
 
 if TYPE_CHECKING:
-    from ._resolver import Resolver
-    from .rotation import RotationSettings
+    from .._resolver import Resolver
+    from ..rotation import RotationSettings
 
 __all__ = ["rotation"]
 
@@ -42,7 +42,7 @@ def _parse_now(value: str | None) -> float | None:
 
 
 def _settings(resolver: Resolver) -> RotationSettings:
-    from .rotation import RotationSettings
+    from ..rotation import RotationSettings
 
     settings = RotationSettings.from_section(resolver.config.section("rotation"))
     if not settings.policies:
@@ -55,7 +55,7 @@ def _settings(resolver: Resolver) -> RotationSettings:
 
 
 def _age(seconds: float | None) -> str:
-    from .rotation import format_duration
+    from ..rotation import format_duration
 
     return "-" if seconds is None else format_duration(seconds)
 
@@ -84,7 +84,7 @@ def check_cmd(ctx: click.Context, fmt: str, strict: bool, now: str | None) -> No
     Exit codes: 0 nothing overdue (due-soon only warns unless --strict), 1 something overdue,
     unknown or unreadable, 2 config error.
     """
-    from .rotation import DUE_SOON, OK, check
+    from ..rotation import DUE_SOON, OK, check
 
     at = _parse_now(now)
     with make_resolver(ctx) as resolver:
@@ -141,7 +141,7 @@ def run_cmd(
     Each step is an audit event. A failure before promote leaves the old version current.
     Exit codes: 0 all rotated (or nothing due), 1 any failure, 2 config error.
     """
-    from .rotation import run
+    from ..rotation import run
 
     at = _parse_now(now)
     with make_resolver(ctx) as resolver:

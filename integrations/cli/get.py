@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .cli import make_resolver
+from . import make_resolver
 
 
 @click.command("get")
@@ -35,7 +35,7 @@ def get(ctx: click.Context, ref: str, as_json: bool) -> None:
     \b
     Exit codes: 0 ok, 2 invalid reference or config, 3 not found, 4 denied, 5 store unavailable.
     """
-    from ._ci import announce_masks
+    from ..runtime.ci import announce_masks
 
     announce_masks()  # GITHUB_ACTIONS=true: ::add-mask:: every value before it is printed
     with make_resolver(ctx) as resolver:

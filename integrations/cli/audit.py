@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import Options, fail
+from . import Options, fail
 
 if TYPE_CHECKING:
-    from ._audit_verify import LineMarker
+    from ..audit._verify import LineMarker
 
 __all__ = ["audit"]
 
@@ -25,7 +25,7 @@ _FORMAT = click.option(
 
 
 def _audit_section(ctx: click.Context) -> Mapping[str, Any]:
-    from ._config import load_config
+    from .._config import load_config
 
     opts = ctx.find_object(Options) or Options()
     return load_config(opts.config).section("audit")
@@ -39,10 +39,10 @@ def _audit_key(ctx: click.Context) -> bytes | None:
     import dataclasses
     from types import MappingProxyType
 
-    from ._config import load_config
-    from ._exceptions import LeaselineError
-    from ._resolver import Resolver
-    from .audit import audit_key
+    from .._config import load_config
+    from .._exceptions import LeaselineError
+    from .._resolver import Resolver
+    from ..audit import audit_key
 
     opts = ctx.find_object(Options) or Options()
     try:
@@ -130,7 +130,7 @@ def verify(
     \b
     Exit codes: 0 chain intact (warnings allowed), 1 chain broken, 2 usage error.
     """
-    from ._audit_verify import verify_files, with_rotated
+    from ..audit._verify import verify_files, with_rotated
 
     paths: list[Path] = []
     for f in files:
@@ -230,7 +230,7 @@ def tail(ctx: click.Context, file: Path | None, count: int, follow: bool, fmt: s
     path = file or _sink_path(ctx)
     if not path.exists():
         fail(f"no such file: {path}", 2)
-    from ._audit_verify import LineMarker
+    from ..audit._verify import LineMarker
 
     lines = [ln for ln in path.read_text("utf-8", errors="replace").splitlines() if ln.strip()]
     shown = lines[-count:] if count > 0 else []
@@ -325,9 +325,9 @@ def analyze(
     Exit codes: 0 no alert at or above --fail-on (default: any alert), 1 alerts,
     2 usage or config error.
     """
-    from ._audit_analyze import SEVERITIES, Settings
-    from ._audit_analyze import analyze as run_rules
-    from ._audit_readers import read_accesses
+    from ..audit._analyze import SEVERITIES, Settings
+    from ..audit._analyze import analyze as run_rules
+    from ..audit._readers import read_accesses
 
     table = dict(_audit_section(ctx).get("analyze") or {})
     if networks:
@@ -393,7 +393,7 @@ def hash_value(ctx: click.Context, value: str) -> None:
     \b
     Exit codes: 0 ok, 2 no [audit] hmac_key or no value.
     """
-    from .audit import value_hmac
+    from ..audit import value_hmac
 
     if value == "-":
         data = sys.stdin.read()

@@ -11,7 +11,7 @@ pty): colour, line buffering and ``isatty()`` survive, and what the child writes
 included, is relayed masked to our terminal. Its other stdout/stderr are pipes; with no
 terminal at all, it has pipes and no controlling terminal. A terminal on our stdin while we run
 in the background is left alone: the child's stdin is then ``/dev/null``. One relay thread per source masks
-it on its way to our own fd (:mod:`leaseline._relay`). The pty's line discipline turns ``\n``
+it on its way to our own fd (:mod:`leaseline.runtime.relay`). The pty's line discipline turns ``\n``
 into ``\r\n`` (ONLCR), so its relay also masks every form with ``\r\n`` line ends. Our
 terminal is put in raw mode and keystrokes are relayed, so Ctrl-C reaches the child through
 the pty's line discipline, exactly as in a normal terminal.
@@ -31,9 +31,9 @@ import threading
 import tty
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
-from . import masking
-from ._relay import Relay, big_pipe, write_all
-from ._stream import StreamMasker
+from .. import masking
+from ..masking._stream import StreamMasker
+from .relay import Relay, big_pipe, write_all
 
 __all__ = ["LOGIN_VARIABLES", "Child", "child_environment", "exit_status"]
 

@@ -4,7 +4,7 @@ Each read (up to 256 KiB: whatever the pipe or pty holds, so a prompt or a progr
 at once) lands in one reused buffer right behind the bytes the masker held back from the read
 before, so nothing is allocated or concatenated per read, and the clean stretches are written
 from that buffer in place. Output in bulk is scanned by Hyperscan when the ``fast`` extra is
-installed (see ``leaseline._stream``); the masker's engines are built when the relay starts,
+installed (see ``leaseline.masking._stream``); the masker's engines are built when the relay starts,
 while the child starts, not at its first byte.
 
 Measured and left out (benchmarks/RESULTS.md, cli): a second thread writing while this one reads
@@ -21,8 +21,8 @@ import fcntl
 import os
 import threading
 
-from ._ansi import ESC
-from ._stream import MASK, StreamMasker
+from ..masking._ansi import ESC
+from ..masking._stream import MASK, StreamMasker
 
 __all__ = ["PIPE_SIZE", "READ_SIZE", "Relay", "big_pipe", "write_all"]
 

@@ -12,9 +12,9 @@ import click
 
 from .._config import load_config
 from .._exceptions import LeaselineError
-from . import scan as run_scan
-from ._baseline import write_baseline
-from ._report import render
+from ..scan import scan as run_scan
+from ..scan._baseline import write_baseline
+from ..scan._report import render
 
 __all__ = ["main", "scan"]
 
@@ -90,7 +90,7 @@ def scan(
                 excludes=exclude,
             )
         if images:
-            from ._image import scan_images
+            from ..scan._image import scan_images
 
             found, skipped = scan_images(
                 list(images),

@@ -1,7 +1,7 @@
 """The audit trail: one JSON line per store request, chained by HMAC under the audit key.
 
 Every read, lease issue/renew/revoke, rotation, denial and error becomes an event (schema:
-``audit_event.schema.json``, shipped in the package) with the reference (never a value), the
+``event.schema.json``, shipped in the package) with the reference (never a value), the
 store, the field names, ``value_hmacs`` (per field, HMAC-SHA256 of the value alone under the
 audit key, as Vault's audit devices do: ``leaseline audit hash`` computes one for a leaked
 value), the actor (user, host, pid, orchestrator context), the source address, the outcome and
@@ -33,11 +33,11 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._audit_actor import actor, add_context_provider, context_of, source_address, static_actor
-from ._audit_sinks import ChainedSink, FileSink, LoggingSink, Sink, StdoutSink
-from ._audit_verify import GENESIS, chain_link
-from ._config import as_bool
-from ._exceptions import ConfigError, LeaselineError
+from .._config import as_bool
+from .._exceptions import ConfigError, LeaselineError
+from ._actor import actor, add_context_provider, context_of, source_address, static_actor
+from ._sinks import ChainedSink, FileSink, LoggingSink, Sink, StdoutSink
+from ._verify import GENESIS, chain_link
 
 __all__ = [
     "GENESIS",
@@ -103,10 +103,10 @@ def audit_key(
 
 
 def schema() -> dict[str, Any]:
-    """The JSON Schema of an audit event (``leaseline/audit_event.schema.json``)."""
+    """The JSON Schema of an audit event (``leaseline/audit/event.schema.json``)."""
     from importlib import resources
 
-    text = resources.files("leaseline").joinpath("audit_event.schema.json").read_text("utf-8")
+    text = resources.files("leaseline.audit").joinpath("event.schema.json").read_text("utf-8")
     result: dict[str, Any] = json.loads(text)
     return result
 
@@ -393,7 +393,7 @@ class Auditor:
 def _number(section: Mapping[str, Any], key: str, default: float) -> float:
     raw = section.get(key, default)
     if isinstance(raw, str):
-        from ._config import parse_duration
+        from .._config import parse_duration
 
         try:
             return float(raw) if raw.replace(".", "", 1).isdigit() else parse_duration(raw)

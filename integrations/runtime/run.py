@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli import Options, end_process, fail
+from ..cli import Options, fail
 
 if TYPE_CHECKING:
-    from ._cli_child import Child
-    from ._ledger import Ledger, Unrevoked
-    from ._resolver import LeaseHandle, Resolver
-    from ._secret import Secret
+    from .._ledger import Ledger, Unrevoked
+    from .._resolver import LeaseHandle, Resolver
+    from .._secret import Secret
+    from .child import Child
 
-__all__ = ["run"]
 
 FORWARDED = (
     signal.SIGTERM,
@@ -71,7 +70,7 @@ def load_manifest(path: str) -> Plan:
         [files]
         PGPASSFILE = "vault://secret/db#pgpass"   # the variable gets the file's path
     """
-    from ._exceptions import ConfigError
+    from .._exceptions import ConfigError
 
     try:
         raw = Path(path).read_bytes()
@@ -142,7 +141,7 @@ class Session:
     """Resolution, ledger and files for one ``leaseline run`` (across restarts)."""
 
     def __init__(self, resolver: Resolver, plan: Plan, ledger: Ledger) -> None:
-        from ._ledger import Recorder
+        from .._ledger import Recorder
 
         self.resolver = resolver
         self.plan = plan
@@ -168,7 +167,7 @@ class Session:
         self.write_files()
 
     def write_files(self) -> None:
-        from ._render import atomic_write
+        from .render import atomic_write
 
         for name, ref in self.plan.files.items():
             atomic_write(self.file_paths[name], self.handles[ref].reveal().encode(), 0o600)
@@ -176,9 +175,9 @@ class Session:
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
         """The child's environment: ``base`` without the credentials leaseline logged in with
         (see ``child_environment``), then the values and file paths asked for."""
-        from . import masking
-        from ._cli_child import child_environment
-        from ._logins import credentials
+        from .. import masking
+        from .._logins import credentials
+        from .child import child_environment
 
         explicit = {name: self.handles[ref].reveal() for name, ref in self.plan.env.items()}
         for name, path in self.file_paths.items():
@@ -227,7 +226,7 @@ class Session:
 def implicit_refs(environ: Mapping[str, str], resolver: Resolver) -> dict[str, str]:
     """Environment variables whose *value* is a reference to a known store (as ``op run`` does):
     the core's one rule, :func:`leaseline._refs.environment_references`."""
-    from ._refs import environment_references
+    from .._refs import environment_references
 
     return environment_references(
         environ, configured=resolver.config.stores, store_names=resolver.store_names
@@ -246,122 +245,6 @@ def _signals_blocked() -> Iterator[None]:
             while signum in signal.sigpending() and signal.sigtimedwait([signum], 0):
                 pass
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@click.command(
-    "run",
-    context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False},
-)
-@click.option(
-    "--env",
-    "envs",
-    multiple=True,
-    metavar="NAME=REF",
-    help="Set environment variable NAME to the value REF points at. Repeatable.",
-)
-@click.option(
-    "--file",
-    "files",
-    multiple=True,
-    metavar="NAME=REF",
-    help="Write REF's value to a 0600 file in a private tmpfs directory and set NAME to its "
-    "path (or NAME=/abs/path=REF... see below). Removed when the command ends. Repeatable.",
-)
-@click.option(
-    "--manifest",
-    metavar="FILE",
-    help="TOML (or .json) file with [env] and [files] tables of NAME = REF.",
-)
-@click.option("--no-mask", is_flag=True, help="Pass the command's output through unmasked.")
-@click.option(
-    "--on-change",
-    default=None,
-    metavar="restart|signal:NAME|ignore",
-    help="When a credential is replaced (rotation, max TTL reached): restart the command with "
-    "the new values, send it a signal (e.g. signal:HUP; --file files are rewritten first), or "
-    "only rewrite --file files. Default: ignore.",
-)
-@click.option(
-    "--no-env-refs",
-    is_flag=True,
-    help="Do not resolve environment variables whose values are references.",
-)
-@click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARGS]...")
-@click.pass_context
-def run(
-    ctx: click.Context,
-    envs: tuple[str, ...],
-    files: tuple[str, ...],
-    manifest: str | None,
-    no_mask: bool,
-    on_change: str | None,
-    no_env_refs: bool,
-    command: tuple[str, ...],
-) -> None:
-    """Run COMMAND with secrets, holding their leases for its whole life.
-
-    \b
-    leaseline run resolves every reference, starts COMMAND with the values in its environment
-    (or in files), and then:
-      - keeps the leases renewed while COMMAND runs, and issues fresh credentials at max TTL;
-      - masks every value in COMMAND's output, also base64, URL-encoded, JSON-escaped and hex
-        forms and values split across writes; COMMAND runs in its own session, on its own
-        pseudo-terminal where ours is a terminal, so colours, line buffering and isatty()
-        behave as without leaseline and nothing reaches the terminal unmasked;
-      - keeps the credentials leaseline logged in with (VAULT_TOKEN, BAO_TOKEN, AWS keys of a
-        store it used, ...) out of COMMAND's environment; pass one on with --env NAME=env://NAME;
-      - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (and window size changes);
-      - when COMMAND ends, however it ends, revokes every lease and the per-run Vault token;
-      - exits with COMMAND's exit code (128+N when COMMAND was killed by signal N).
-
-    \b
-    Environment variables whose values are references (to a configured store or a store type
-    other than file:// and env://) are resolved too: OPENAI_API_KEY=vault://secret/llm/openai#api_key
-    The leases taken are written (ids and token accessors, never values) to the lease ledger;
-    after a `kill -9` of leaseline itself, `leaseline leases revoke --orphaned` cleans up.
-
-    \b
-    --file NAME=REF writes the value to a file only this user can read, in a private directory
-    on tmpfs (/dev/shm), and sets NAME to the file's path; --file /abs/path=REF writes to that
-    path instead. Files are rewritten when the credential changes and removed at the end.
-
-    \b
-    Examples:
-      leaseline run --env OPENAI_API_KEY=vault://secret/llm/openai#api_key -- python train.py
-      leaseline run --env DB_USER=vault://database/creds/reader#username \\
-                    --env DB_PASSWORD=vault://database/creds/reader#password -- ./etl.sh
-      leaseline run --file GOOGLE_APPLICATION_CREDENTIALS=vault://secret/gcp#sa -- python job.py
-      leaseline run --manifest secrets.toml --on-change restart -- python serve.py
-
-    \b
-    Exit codes: COMMAND's own; before COMMAND starts: 2 usage/config error, 3 not found,
-    4 denied, 5 store unavailable, 126 not executable, 127 command not found.
-    """
-    opts = ctx.find_object(Options) or Options()
-    plan = load_manifest(manifest) if manifest else Plan()
-    for text in envs:
-        name, ref = _pair("--env", text)
-        plan.env[name] = ref
-    for text in files:
-        name, ref = _pair("--file", text, path_ok=True)
-        plan.files[name] = ref
-    policy, policy_signal = _on_change(on_change or plan.on_change or "ignore")
-    from ._ci import announce_masks
-
-    announce_masks()  # GITHUB_ACTIONS=true: ::add-mask:: every value before the child starts
-
-    with _signals_blocked(), _gc_paused() as gc_on:
-        code = _run_session(
-            opts,
-            plan,
-            list(command),
-            mask=not no_mask,
-            implicit=not no_env_refs,
-            policy=policy,
-            policy_signal=policy_signal,
-            gc_on=gc_on,
-        )
-    end_process(code)
 
 
 @contextlib.contextmanager
@@ -390,10 +273,10 @@ def _run_session(
     policy_signal: int,
     gc_on: bool,
 ) -> int:
-    from ._cli_child import Child
-    from ._config import load_config
-    from ._ledger import Ledger, default_path
-    from ._resolver import Resolver
+    from .._config import load_config
+    from .._ledger import Ledger, default_path
+    from .._resolver import Resolver
+    from .child import Child
 
     config = load_config(opts.config)
     resolver = Resolver(config, handle_signals=False)
@@ -409,7 +292,7 @@ def _run_session(
     try:
         session.resolve()
         if mask:  # a value too long to mask in every form: refused, its leases revoked below
-            from .masking import masker
+            from ..masking import masker
 
             masker().check_limits()
 
@@ -440,7 +323,7 @@ def _run_session(
             child.restore_terminal()
         unrevoked = session.close()
     if unrevoked:
-        from ._cli_leases import report_unrevoked
+        from ..cli.leases import report_unrevoked
 
         cleanup = report_unrevoked("run", unrevoked)
         if status == 0:  # the command succeeded; cleaning up after it did not

@@ -36,15 +36,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from . import masking
-from ._exceptions import ConfigError, LeaselineError
-from ._refs import SecretRef
-from ._rotation_policy import Policy, iso_time
-from ._secret import Secret
-from .backends import Backend, StagingLabels, StaticRoles, Version, Versioned
+from .. import masking
+from .._exceptions import ConfigError, LeaselineError
+from .._refs import SecretRef
+from .._secret import Secret
+from ..backends import Backend, StagingLabels, StaticRoles, Version, Versioned
+from ._policy import Policy, iso_time
 
 if TYPE_CHECKING:
-    from ._resolver import Resolver
+    from .._resolver import Resolver
 
 __all__ = [
     "BUILTIN",
@@ -63,9 +63,9 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "leaseline.rotators"
 BUILTIN: Mapping[str, str] = {
-    "random-password": "leaseline._rotators:RandomPassword",
-    "random-token": "leaseline._rotators:RandomToken",
-    "vault-db-static-role": "leaseline._rotators:VaultDatabaseStaticRole",
+    "random-password": "leaseline.rotation._rotators:RandomPassword",
+    "random-token": "leaseline.rotation._rotators:RandomToken",
+    "vault-db-static-role": "leaseline.rotation._rotators:VaultDatabaseStaticRole",
 }
 #: kinds whose values only a provider can mint: no random default
 _PROVIDER_KINDS = frozenset({"llm-api-key", "cloud-credential"})

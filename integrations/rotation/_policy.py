@@ -1,7 +1,7 @@
 """Rotation policies: kinds of secrets, ``[[rotation.policies]]`` and the globs they match.
 
 The parts of rotation that need no store: :mod:`leaseline.rotation` (checks, runs) and
-:mod:`leaseline._rotators` (what makes a new version) both build on them.
+:mod:`leaseline.rotation._rotators` (what makes a new version) both build on them.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._config import parse_duration
-from ._exceptions import ConfigError, LeaselineError
-from ._refs import SecretRef, parse
+from .._config import parse_duration
+from .._exceptions import ConfigError, LeaselineError
+from .._refs import SecretRef, parse
 
 __all__ = [
     "BUILTIN_KINDS",

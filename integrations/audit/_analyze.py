@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ._audit_readers import Access
+from ._readers import Access
 
 __all__ = ["SEVERITIES", "Alert", "Settings", "analyze"]
 
@@ -67,7 +67,7 @@ class Alert:
 
 
 def _duration(value: object, where: str) -> float:
-    from ._config import parse_duration
+    from .._config import parse_duration
 
     return float(value) if isinstance(value, int | float) else parse_duration(value, where)
 

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from . import masking
-from ._exceptions import ConfigError
+from .. import masking
+from .._exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from ._config import Config
-    from ._resolver import Resolver
+    from .._config import Config
+    from .._resolver import Resolver
 
 __all__ = [
     "FILTERS",
@@ -272,7 +272,7 @@ def handover_config(config: Config) -> Config:
     import dataclasses
     from types import MappingProxyType
 
-    from ._registry import BUILTIN
+    from .._registry import BUILTIN
 
     stores = {name: dict(table) for name, table in config.stores.items()}
     for name, table in stores.items():

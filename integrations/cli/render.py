@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import Options
+from . import Options
 
 if TYPE_CHECKING:
-    from ._render import Output
+    from ..runtime.render import Output
 
 __all__ = ["build_outputs", "output_options", "render", "render_once"]
 
@@ -29,8 +29,8 @@ def _mode(text: str) -> int:
 
 
 def build_outputs(files: tuple[str, ...], templates: tuple[str, ...], mode: str) -> list[Output]:
-    """:class:`~leaseline._render.Output` list from ``--file PATH=REF`` and ``--template SRC:DEST``."""
-    from ._render import Output
+    """:class:`~leaseline.runtime.render.Output` list from ``--file PATH=REF`` and ``--template SRC:DEST``."""
+    from ..runtime.render import Output
 
     bits = _mode(mode)
     outputs = []
@@ -79,11 +79,11 @@ def output_options(fn: Any) -> Any:
 
 def render_once(opts: Options, outputs: list[Output], *, quiet: bool = False) -> None:
     """Render ``outputs`` once and hand every lease over (recorded in the ledger, not revoked)."""
-    from ._ci import announce_masks
-    from ._config import load_config
-    from ._ledger import Ledger, Recorder, default_path
-    from ._render import Renderer, detach, handover_config
-    from ._resolver import Resolver
+    from .._config import load_config
+    from .._ledger import Ledger, Recorder, default_path
+    from .._resolver import Resolver
+    from ..runtime.ci import announce_masks
+    from ..runtime.render import Renderer, detach, handover_config
 
     announce_masks()
     config = load_config(opts.config)
