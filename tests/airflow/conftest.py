@@ -101,7 +101,7 @@ class AirflowSite:
 def _forwarding_to_airflows_masker_ends_with_the_test() -> Iterator[None]:
     """A backend made in this (pytest) process forwards every later value, in all its forms, to
     Airflow's masker, which recompiles one regex of all its patterns per new mask: left on, the
-    rest of the session (20 threads reissuing leases in tests/lease_engine) slowed to minutes
+    rest of the session (20 threads reissuing leases in tests/core) slowed to minutes
     per test. Each test that makes a backend installs the forwarding again."""
     yield
     from leaseline import masking

@@ -8,7 +8,7 @@ import pytest
 from leaseline.scan._image import scan_image
 from leaseline.scan._report import table
 
-from tests.containers.test_image import docker_save, leaky_parts, oci_archive
+from tests.scan.test_image import docker_save, leaky_parts, oci_archive
 
 
 @pytest.mark.parametrize("build", [docker_save, oci_archive], ids=["docker-save", "oci"])

@@ -21,7 +21,7 @@ from leaseline._config import Config
 from leaseline.masking import encoded_forms
 from leaseline.runtime.ci import announce_masks, identity_token, mask_lines
 
-from tests.containers.conftest import cli_env
+from tests.runtime.conftest import cli_env
 from tests.servers import OpenBao
 
 LEASELINE = [sys.executable, "-m", "leaseline.cli"]

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.containers.conftest import cli_env
+from tests.runtime.conftest import cli_env
 from tests.servers import DatabaseEngine, OpenBao
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from leaseline._config import Config
 from leaseline.backends.memory import MemoryBackend
 from leaseline.runtime.render import Output, Renderer, atomic_write, parse_template
 
-from tests.containers.conftest import cli_env
+from tests.runtime.conftest import cli_env
 
 LEASELINE = [sys.executable, "-m", "leaseline.cli"]
 

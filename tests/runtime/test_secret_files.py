@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.containers.conftest import cli_env
+from tests.runtime.conftest import cli_env
 
 LEASELINE = [sys.executable, "-m", "leaseline.cli"]
 
