@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import table, write_section  # noqa: E402
-from tests.lease_engine.test_renewal_load import LEASES, TTL, simulate  # noqa: E402
+from tests.core.test_renewal import LEASES, TTL, simulate  # noqa: E402
 
 
 def run() -> list[dict[str, object]]:
