@@ -18,6 +18,9 @@ run is pid 1). Kinds:
 
 An entry is *orphaned* when its process is gone (pid dead, or reused: the start time read from
 ``/proc`` no longer matches) and it was never revoked; *pending* when its revocation failed.
+
+Why ~440 lines: one file format, so its record builders, the locked appender, the reader
+that folds records into runs, compaction and the resolver's Recorder stay side by side.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ A locator names one path: ``.``, ``..`` and empty segments and percent-encoded s
 record is the path the store reads. Option values are checked before any request: for the
 built-in store types by the table below (``?version=`` of a KV v2 secret is a positive integer,
 ``aws-sts://`` takes a role ARN and a ``?duration=``...), for any store ``?duration=``.
+
+Why ~400 lines: the grammar, the per-store option checks and the environment rule are all
+"what a reference is"; each part is short.
 """
 
 from __future__ import annotations

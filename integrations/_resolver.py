@@ -10,6 +10,11 @@ the inherited cache read-only (no store request for it) and never renews or revo
 parent holds; what the child takes itself (through stores it builds anew: its own HTTP
 connections, login and child token), it owns and revokes. A revocation that fails is logged
 with the fix and kept in the lease ledger as pending for ``leaseline leases revoke --orphaned``.
+
+Why ~900 lines: the read path, the cache, single flight, renewal, re-issue at max TTL and
+revocation share one lock, one cache and one scheduler; split apart, each half would reach into
+the other's state. Process lifetime (exit, fork, signals) is in ``_lifetime``, stores' optional
+abilities in ``backends._protocols``.
 """
 
 from __future__ import annotations

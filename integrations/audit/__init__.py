@@ -16,6 +16,10 @@ filled the cache entry.
 
 >>> from leaseline.audit import build_auditor
 >>> auditor = build_auditor({"sink": "file:///tmp/audit.jsonl", "hmac_key": "k"})  # doctest: +SKIP
+
+Why ~460 lines: the Auditor is one object (event building, the keyed chain, counted cache
+hits and their flush thread, context providers); sinks, readers, verify and analyze are modules
+of their own.
 """
 
 from __future__ import annotations

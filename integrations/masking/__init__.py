@@ -10,6 +10,9 @@ the factory ran (a JSON formatter prints them). It also masks warnings as they a
 use), and clears the locals of leaseline's own frames that hold a value from tracebacks that are
 logged or reach ``sys.excepthook``/``threading.excepthook`` (:func:`scrub_traceback`: Sentry,
 ``--showlocals`` and rich print frame locals).
+
+Why ~570 lines: the masker, its encoded forms and its logging/traceback hooks are the public
+surface of masking in one place; the stream masker is ``masking._stream``.
 """
 
 from __future__ import annotations

