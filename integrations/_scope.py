@@ -77,16 +77,26 @@ class Scope:
     (:class:`RuntimeError`); :class:`Scopes` opens a fresh one for the next unit.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_held",
+        "_lock",
+        "_owned",
+        "_resolved",
+        "_stack",
+        "name",
+    )
+
     def __init__(self, name: str = "scope") -> None:
+        # cheap to open (Airflow opens one per lookup outside a task): the rest is made on use
         self.name = name
-        #: the values :meth:`set_env` put into the environment (every field of their secrets)
-        self.resolved = masking.Masker()
         self._lock = threading.Lock()
-        self._stack = contextlib.ExitStack()
+        self._stack: contextlib.ExitStack | None = None
+        self._resolved: masking.Masker | None = None
         self._held: set[tuple[int, str]] = set()
         self._owned: set[int] = set()
         self._closed = False
-        _live_scopes.add(self)
 
     def __repr__(self) -> str:
         state = "ended" if self._closed else f"holding {len(self._held)}"
@@ -111,7 +121,7 @@ class Scope:
             if key in self._held:
                 return LeaseHandle(resolver, parsed)
             self._held.add(key)
-            stack = self._stack
+            stack = self._open_stack()
         try:
             return stack.enter_context(resolver.lease(parsed))
         except BaseException:
@@ -168,10 +178,16 @@ class Scope:
         self.callback(restore)
         for name, ref in sorted(refs.items()):
             handle = self.hold(resolver, ref)
-            secret = handle.secret
-            for value in secret.values():
-                self.resolved.add(value)
+            self.resolved.add_many(handle.secret.values())
             env[name] = handle.reveal()
+
+    @property
+    def resolved(self) -> masking.Masker:
+        """The values :meth:`set_env` put into the environment (every field of their secrets)."""
+        with self._lock:
+            if self._resolved is None:
+                self._resolved = masking.Masker()
+            return self._resolved
 
     def own(self, resolvers: Resolver | Resolvers[Any]) -> None:
         """Close ``resolvers`` when the scope ends (idempotent): a resolver revokes everything
@@ -188,8 +204,14 @@ class Scope:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"leaseline: scope {self.name!r} has ended; open a new one")
-            stack = self._stack
+            stack = self._open_stack()
         stack.callback(fn)
+
+    def _open_stack(self) -> contextlib.ExitStack:  # with the lock held
+        if self._stack is None:
+            self._stack = contextlib.ExitStack()
+            _live_scopes.add(self)  # from now on it holds something a fork must not unwind
+        return self._stack
 
     def held(self) -> list[str]:
         """References whose leases this scope holds (diagnostics and tests)."""
@@ -207,14 +229,17 @@ class Scope:
             if self._closed:
                 return
             self._closed = True
-            stack = self._stack
-        stack.close()
+            stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+            _live_scopes.discard(self)
 
     def _after_fork_in_child(self) -> None:
         # The parent's holds are the parent's: park them (never unwound here, not even by the
         # garbage collector) and start empty.
-        _parked.append(self._stack)
-        self._stack = contextlib.ExitStack()
+        if self._stack is not None:
+            _parked.append(self._stack)
+        self._stack = None
         self._held = set()
         self._owned = set()
         self._lock = threading.Lock()
