@@ -123,11 +123,17 @@ class Scope:
             self._held.add(key)
             stack = self._open_stack()
         try:
-            return stack.enter_context(resolver.lease(parsed))
+            handle = stack.enter_context(resolver.lease(parsed))
         except BaseException:
             with self._lock:
                 self._held.discard(key)
             raise
+        with self._lock:
+            ended = self._stack is not stack
+        if ended:  # the scope ended (another thread) while this lease was taken: release it too
+            stack.close()
+            raise RuntimeError(f"leaseline: scope {self.name!r} has ended; open a new one")
+        return handle
 
     def get(self, resolver: Resolver, ref: str | SecretRef) -> Secret:
         """:meth:`Resolver.get`, holding the secret's lease (if it has one) for the scope.
