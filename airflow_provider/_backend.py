@@ -5,10 +5,12 @@ This module only turns a conn_id / variable key / config key into a reference, a
 and translates the answer into what Airflow expects (``None`` = not here, fall through;
 ``AirflowSecretsBackendAccessDenied`` = denied, never fall through).
 
-Where it runs matters. In a task process the task's own backend resolves, and the task holds its
-leases until it ends. In the long-running components (api-server, scheduler, DAG processor,
-triggerer) a dynamic lease lives only for the lookup that needed it, and a request a task makes
-through the Execution API (its own backend already missed) is not answered again here.
+Where it runs matters, and each case is one :class:`leaseline._scope.Scope`. In a task process
+the task's own backend resolves, and the task's scope holds its leases until it ends (and owns
+the backend's resolvers: their per-task tokens end with it). In the long-running components
+(api-server, scheduler, DAG processor, triggerer) each lookup is a scope of its own, so a dynamic
+lease lives only for the lookup that needed it, and a request a task makes through the Execution
+API (its own backend already missed) is not answered again here.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ import json
 import logging
 import re
 import sys
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -31,6 +32,7 @@ from leaseline import (
     SecretNotFound,
     parse,
 )
+from leaseline._scope import Resolvers, Scope
 
 from . import _task
 
@@ -51,8 +53,12 @@ _URI_FIELDS = ("conn_uri", "uri")
 #: A key is put into a reference only when it is made of these (no '?', '#', '..', spaces).
 _SAFE_KEY = re.compile(r"[\w.\-/@+=,:]+")
 
-_resolvers: dict[str | None, Resolver] = {}
-_resolvers_lock = threading.Lock()
+#: one resolver per config file (``None``: environment and default file), shared by every
+#: ``LeaselineBackend`` of the process (Airflow builds one per config lookup); a task's scope
+#: closes them when the task ends
+_resolvers: Resolvers[str | None] = Resolvers(
+    lambda path: Resolver() if path is None else Resolver.from_config(path)
+)
 
 log = logging.getLogger("leaseline.airflow")
 _warned_empty = False
@@ -61,28 +67,13 @@ _EXECUTION_API = "airflow.api_fastapi.execution_api"
 
 
 def resolver_for(config_file: str | None) -> Resolver:
-    """The process's resolver for ``config_file`` (``None``: environment and default file).
-
-    Shared by every ``LeaselineBackend`` instance of the process (Airflow builds one per config
-    lookup), so the cache and the leases are shared too. Closed at the end of each task.
-    """
-    resolver = _resolvers.get(config_file)
-    if resolver is None:
-        with _resolvers_lock:
-            resolver = _resolvers.get(config_file)
-            if resolver is None:
-                resolver = Resolver() if config_file is None else Resolver.from_config(config_file)
-                _resolvers[config_file] = resolver
-    return resolver
+    """The process's resolver for ``config_file`` (``None``: environment and default file)."""
+    return _resolvers.get(config_file)
 
 
 def close_resolvers() -> None:
     """Close every resolver this module built (revoking their leases) and forget them."""
-    with _resolvers_lock:
-        resolvers = list(_resolvers.values())
-        _resolvers.clear()
-    for resolver in resolvers:
-        resolver.close()
+    _resolvers.close()
 
 
 def _compile(pattern: str | None, what: str) -> re.Pattern[str] | None:
@@ -202,25 +193,25 @@ class LeaselineBackend(BaseSecretsBackend):
             ref = self._ref(self.connections_ref, "conn_id", conn_id, "connection")
             if ref is None:
                 return None
-            return self._lookup(conn_id, "connection", lambda r: _conn_from_ref(r, ref), [ref])
+            return self._lookup(conn_id, "connection", lambda s, r: _conn_from_ref(s, r, ref))
         if isinstance(spec, str):
-            return self._lookup(conn_id, "connection", lambda r: _conn_from_ref(r, spec), [spec])
-        refs = [v for v in spec.values() if isinstance(v, str) and "://" in v]
-        return self._lookup(conn_id, "connection", lambda r: _conn_from_fields(r, spec), refs)
+            return self._lookup(conn_id, "connection", lambda s, r: _conn_from_ref(s, r, spec))
+        fields = spec
+        return self._lookup(conn_id, "connection", lambda s, r: _conn_from_fields(s, r, fields))
 
     def get_variable(self, key: str, team_name: str | None = None) -> str | None:
         """The variable's value, or ``None`` when it is not here."""
         ref = self._ref(self.variables_ref, "key", key, "variable")
         if ref is None:
             return None
-        return self._lookup(key, "variable", lambda r: _value(r, ref), [ref])
+        return self._lookup(key, "variable", lambda s, r: _value(s, r, ref))
 
     def get_config(self, key: str) -> str | None:
         """An Airflow config value (``[section] key_secret = ...``), or ``None``."""
         ref = self._ref(self.config_ref, "key", key, "config")
         if ref is None:
             return None
-        return self._lookup(key, "config", lambda r: _value(r, ref), [ref])
+        return self._lookup(key, "config", lambda s, r: _value(s, r, ref))
 
     # -- mapping ----------------------------------------------------------------------------
 
@@ -243,15 +234,21 @@ class LeaselineBackend(BaseSecretsBackend):
             return None  # cannot name a secret: keep it from steering the reference
         return template.replace("{" + placeholder + "}", key)
 
-    def _lookup(self, key: str, kind: str, read: Any, refs: list[str]) -> str | None:
-        in_task = _task.on_lookup()
-        if not in_task and _answering_for_a_task():
+    def _lookup(self, key: str, kind: str, read: _Read) -> str | None:
+        task = _task.on_lookup()
+        if task is None and _answering_for_a_task():
             # The task's own backend asked the store and missed: asking again here would take
             # the lease in the api-server, outside the task's life and audit context.
             return None
-        resolver = self.resolver
+        if task is not None:
+            task.own(_resolvers)  # the task's end closes them: per-task tokens end with it
+            return self._read(key, kind, read, task)
+        with Scope(f"airflow {kind} lookup") as lookup:  # outside a task: no lease outlives it
+            return self._read(key, kind, read, lookup)
+
+    def _read(self, key: str, kind: str, read: _Read, scope: Scope) -> str | None:
         try:
-            value: str = read(resolver)
+            return read(scope, self.resolver)
         except SecretNotFound:
             return None
         except InvalidReference:
@@ -260,10 +257,10 @@ class LeaselineBackend(BaseSecretsBackend):
             raise AirflowSecretsBackendAccessDenied(
                 f"leaseline: access to {kind} {key!r} was denied by the store: {exc}"
             ) from None
-        finally:
-            if not in_task:
-                _release_leases(resolver, refs)
-        return value
+
+
+#: reads one lookup's answer, holding its leases in the scope
+_Read = Callable[[Scope, Resolver], str]
 
 
 def _answering_for_a_task() -> bool:
@@ -274,23 +271,6 @@ def _answering_for_a_task() -> bool:
             return True
         frame = frame.f_back
     return False
-
-
-def _release_leases(resolver: Resolver, refs: list[str]) -> None:
-    """Revoke the dynamic leases ``refs`` hold: outside a task, none outlives its lookup.
-
-    Static values (KV) have no lease and stay cached.
-    """
-    held = {key for key, _ in resolver.leases()}
-    if not held:
-        return
-    for ref in refs:
-        try:
-            parsed = resolver.parse(ref)
-        except InvalidReference:
-            continue
-        if parsed.key in held:
-            resolver.release(parsed)
 
 
 def _nothing_configured(*kwargs: object) -> bool:
@@ -341,9 +321,9 @@ def _warn_empty() -> None:
     )
 
 
-def _value(resolver: Resolver, ref: str) -> str:
+def _value(scope: Scope, resolver: Resolver, ref: str) -> str:
     parsed = resolver.parse(ref)
-    secret = resolver.get(parsed)
+    secret = scope.get(resolver, parsed)
     if parsed.field is not None:
         return str(secret.reveal(parsed.field))
     try:
@@ -355,11 +335,11 @@ def _value(resolver: Resolver, ref: str) -> str:
     return json.dumps({name: secret.reveal(name) for name in secret.fields})
 
 
-def _conn_from_ref(resolver: Resolver, ref: str) -> str:
+def _conn_from_ref(scope: Scope, resolver: Resolver, ref: str) -> str:
     parsed = resolver.parse(ref)
     if parsed.field is not None:
-        return str(resolver.resolve(parsed))
-    secret = resolver.get(parsed)
+        return scope.resolve(resolver, parsed)
+    secret = scope.get(resolver, parsed)
     for name in _URI_FIELDS:
         if name in secret:
             return str(secret.reveal(name))
@@ -375,7 +355,7 @@ def _conn_from_ref(resolver: Resolver, ref: str) -> str:
     return json.dumps(conn)
 
 
-def _maybe_ref(resolver: Resolver, raw: Any) -> Any:
+def _maybe_ref(scope: Scope, resolver: Resolver, raw: Any) -> Any:
     """``raw`` resolved when it is a reference to a known store, else ``raw`` itself."""
     if not isinstance(raw, str) or "://" not in raw:
         return raw
@@ -385,11 +365,11 @@ def _maybe_ref(resolver: Resolver, raw: Any) -> Any:
         return raw
     if parsed.store not in resolver.store_names():
         return raw  # e.g. a host given as https://...
-    return resolver.resolve(parsed)
+    return scope.resolve(resolver, parsed)
 
 
-def _conn_from_fields(resolver: Resolver, spec: Mapping[str, Any]) -> str:
-    conn = {name: _maybe_ref(resolver, raw) for name, raw in spec.items()}
+def _conn_from_fields(scope: Scope, resolver: Resolver, spec: Mapping[str, Any]) -> str:
+    conn = {name: _maybe_ref(scope, resolver, raw) for name, raw in spec.items()}
     if isinstance(conn.get("extra"), Mapping):
         conn["extra"] = json.dumps(conn["extra"])
     return json.dumps(conn)

@@ -1,14 +1,16 @@
-"""Glue between a task's life and the core: masking, audit context, end-of-task revocation.
+"""A task's life in the core's terms: its :class:`leaseline._scope.Scope`, masking, audit context.
 
+- In a task process, the task is one scope (:data:`tasks`): what the backend reads there is held
+  until the task ends; an Airflow listener ends the scope when the task succeeds, fails or skips,
+  which also closes the backend's resolvers (every lease and the per-task child token revoked).
+  The core's SIGTERM handler is chained in front of the task runner's own (Airflow's task runner
+  replaces it when the task starts).
 - Every value the resolver hands out is forwarded to ``airflow.sdk.log.mask_secret`` (no name,
   so Airflow masks it whatever the variable or field is called), in every encoded form leaseline
   masks (base64, hex, URL- and JSON-escaped), since Airflow's masker only knows what it is given.
 - In a task process, ``sys.stdout`` and ``sys.stderr`` are masked at the source: ``print()``
   output is masked before Airflow's supervisor, its log files or any console sees it.
 - Audit events carry the running task's dag_id, task_id, run_id, try number and map index.
-- In a task process, the backend registers an Airflow listener so the task's leases are revoked
-  when it succeeds, fails or skips, and chains a SIGTERM handler in front of the task runner's
-  own (Airflow's task runner replaces the core's handler when the task starts).
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from leaseline import audit, masking
-from leaseline.masking._stream import MaskedTextStream as _MaskedStream  # noqa: F401  (tests)
-from leaseline.masking._stream import mask_std_streams
+from leaseline._scope import Scope, Scopes, restore_signal_handlers
 
-__all__ = ["airflow_context", "in_task_process", "install", "on_lookup", "release_task_leases"]
+__all__ = ["airflow_context", "end_task", "in_task_process", "install", "on_lookup", "tasks"]
+
+#: the running task's scope (a task process runs one task at a time; `dags test` runs them
+#: one after another, each its own scope)
+tasks = Scopes("airflow task")
+TASK = "task"
 
 _installed = False
 _listening = False
@@ -128,25 +134,24 @@ def in_task_process() -> bool:
     return is_task
 
 
-def on_lookup() -> bool:
+def on_lookup() -> Scope | None:
     """Called before each lookup. In a task process, make sure the task's end is observed and
-    its output is masked; returns whether this is a task process."""
+    its output is masked, and return the task's scope; ``None`` elsewhere."""
     if in_task_process():
         _listen()
-        _chain_sigterm()
-        mask_std_streams()
-        return True
-    return False
+        restore_signal_handlers()
+        masking.mask_std_streams()
+        return tasks.open(TASK)
+    return None
 
 
-def release_task_leases(ti: Any = None) -> None:
-    """Close the backend's resolvers: every lease (and per-task token) they hold is revoked."""
+def end_task(ti: Any = None) -> None:
+    """End the task's scope: every lease it holds (and, through the backend's resolvers it
+    owns, every per-task token) is revoked; audit events of it name ``ti``."""
     global _finishing
-    from ._backend import close_resolvers
-
     _finishing = ti
     try:
-        close_resolvers()
+        tasks.end(TASK)
     finally:
         _finishing = None
 
@@ -158,13 +163,13 @@ class _Listener:
         from airflow.sdk._shared.listeners import hookimpl
 
         def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
-            release_task_leases(task_instance)
+            end_task(task_instance)
 
         def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any) -> None:
-            release_task_leases(task_instance)
+            end_task(task_instance)
 
         def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
-            release_task_leases(task_instance)
+            end_task(task_instance)
 
         hooks: dict[str, Callable[..., None]] = {
             "on_task_instance_success": on_task_instance_success,
@@ -194,10 +199,3 @@ def _listen() -> None:
         except Exception:  # an older task-sdk: leases are still revoked at process exit
             pass
         _listening = True
-
-
-def _chain_sigterm() -> None:
-    """Put the core's revoke-on-SIGTERM handler back in front of the one Airflow installed."""
-    from leaseline._resolver import _install_sigterm_handler
-
-    _install_sigterm_handler()

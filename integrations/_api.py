@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 from ._refs import SecretRef
 from ._resolver import LeaseHandle, Resolver, RotateCallback
 from ._retry import Backoff
+from ._scope import Resolvers
 from ._secret import Secret
 
 __all__ = [
@@ -28,29 +28,18 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_default: Resolver | None = None
-_default_lock = threading.Lock()
+#: the process's one default resolver (key ``None``: environment and config file)
+_default: Resolvers[None] = Resolvers(lambda _: Resolver())
 
 
 def default_resolver() -> Resolver:
     """The process's shared resolver, built from the environment and config on first use."""
-    global _default
-    resolver = _default
-    if resolver is None:
-        with _default_lock:
-            if _default is None:
-                _default = Resolver()
-            resolver = _default
-    return resolver
+    return _default.get(None)
 
 
 def _reset_default() -> None:
     """Close and forget the default resolver (tests; after a config change)."""
-    global _default
-    with _default_lock:
-        if _default is not None:
-            _default.close()
-        _default = None
+    _default.close()
 
 
 def resolve(ref: str | SecretRef) -> str:
@@ -94,7 +83,7 @@ class _Attempt:
         if exc is None or not isinstance(exc, self._owner.on):
             return False
         self.failed = True
-        return self._owner._rejected(exc)
+        return self._owner.rejected()
 
 
 class retry_on_rotation:
@@ -115,21 +104,32 @@ class retry_on_rotation:
 
     As a plain ``with`` block: the rejection still propagates, but ``ref`` is invalidated, so the
     caller's next try gets the new credential.
+
+    Where the rejection is not an exception (an HTTP hook that sees a 401), call
+    :meth:`rejected` and retry when it returns ``True``. ``ref`` may be several references that
+    make up one credential (a username and a password): all are invalidated. ``attempts`` bounds
+    the tries (the first included) besides ``window``.
     """
 
     def __init__(
         self,
-        ref: str | SecretRef,
+        ref: str | SecretRef | Sequence[str | SecretRef],
         on: tuple[type[BaseException], ...] = (PermissionError,),
         *,
         window: float = 30.0,
+        attempts: int | None = None,
         resolver: Resolver | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ref = ref
+        self.refs: tuple[str | SecretRef, ...] = (
+            (ref,) if isinstance(ref, str | SecretRef) else tuple(ref)
+        )
         self.on = on
         self.window = window
+        self.attempts = attempts
+        self._failures = 0
         self._resolver = resolver
         self._sleep = sleep
         self._monotonic = monotonic
@@ -141,13 +141,22 @@ class retry_on_rotation:
     def resolver(self) -> Resolver:
         return self._resolver or default_resolver()
 
-    def _rejected(self, exc: BaseException) -> bool:
-        """Invalidate and wait; ``True`` when another attempt is allowed."""
+    def _invalidate(self) -> None:
+        resolver = self.resolver
+        for ref in self.refs:
+            resolver.invalidate(ref)
+
+    def rejected(self) -> bool:
+        """The credential was refused: invalidate its references and wait the backoff;
+        ``True`` when another attempt is allowed (inside ``window`` and ``attempts``)."""
         now = self._monotonic()
         if self._start is None:
             self._start = now
-        self.resolver.invalidate(self.ref)
+        self._failures += 1
+        self._invalidate()
         if now - self._start > self.window:
+            return False
+        if self.attempts is not None and self._failures >= self.attempts:
             return False
         self._sleep(next(self._delays))
         return True
@@ -159,6 +168,7 @@ class retry_on_rotation:
                 self.ref,
                 self.on,
                 window=self.window,
+                attempts=self.attempts,
                 resolver=self._resolver,
                 sleep=self._sleep,
                 monotonic=self._monotonic,
@@ -166,8 +176,8 @@ class retry_on_rotation:
             while True:
                 try:
                     return fn(*args, **kwargs)
-                except state.on as exc:
-                    if not state._rejected(exc):
+                except state.on:
+                    if not state.rejected():
                         raise
 
         return wrapper  # type: ignore[return-value]
@@ -186,4 +196,4 @@ class retry_on_rotation:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc is not None and isinstance(exc, self.on):
-            self.resolver.invalidate(self.ref)
+            self._invalidate()

@@ -889,7 +889,3 @@ class LeaseHandle:
 
     def __repr__(self) -> str:
         return f"<LeaseHandle {self.secret!r}>"
-
-
-# under the name it had here (airflow's task hook re-installs it after the task runner's)
-_install_sigterm_handler = _lifetime.install_signal_handlers

@@ -14,8 +14,9 @@ environment wins). The username may also be a plain name; token and password mus
 
 Each request's header comes from ``Resolver.resolve`` (a warm cache hit inside the lease; the
 resolver refreshes ahead of expiry). When the server answers 401 — the credential was rotated
-before the lease said so — the auth invalidates the references, resolves them again and resends
-the request once; the retry is audited as an ``auth_retry`` event.
+before the lease said so — the auth hands the refusal to :func:`leaseline.retry_on_rotation`
+(which invalidates the references and waits a jittered moment, at most 50 ms), resolves them
+again and resends the request once; the retry is audited as an ``auth_retry`` event.
 """
 
 from __future__ import annotations
@@ -34,10 +35,7 @@ from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestA
 from requests.auth import AuthBase
 from requests.cookies import extract_cookies_to_jar as _extract_cookies_to_jar
 
-from ._api import default_resolver
-from ._exceptions import ConfigError, LeaselineError
-from ._refs import SecretRef
-from ._resolver import Resolver
+from . import ConfigError, LeaselineError, Resolver, SecretRef, default_resolver, retry_on_rotation
 
 __all__ = ["LeaselineAuth", "LeaselineAuthProvider", "MlflowCredentials"]
 
@@ -165,8 +163,12 @@ class LeaselineAuth(_AuthBase):
         if r.status_code != 401 or getattr(sent, _RESENT, False):
             return r
         target = f"{sent.method} {urlsplit(sent.url or '').path}"
-        for ref in self._credentials.references():
-            self._resolver.invalidate(ref)
+        # the core's rotation window: every reference of the credential invalidated, a short
+        # jittered wait; ``attempts=2``: this resend is the only one
+        rotation = retry_on_rotation(
+            self._credentials.references(), resolver=self._resolver, attempts=2
+        )
+        rotation.rejected()
         try:
             fresh = self.header()
         except LeaselineError as exc:

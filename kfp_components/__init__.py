@@ -9,10 +9,9 @@
 
 from __future__ import annotations
 
-from ._component import component
+from ._component import component, use_secrets, vault_agent_annotations, vault_kubernetes_auth
 from ._spec import Finding, UnsafeSpec, check_spec, compile
 from ._task import SecretOutputRefused
-from ._tasks import use_secrets, vault_agent_annotations, vault_kubernetes_auth
 
 __all__ = [
     "Finding",

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 from leaseline import InvalidReference, LeaselineError, parse
-from leaseline._detectors import PATTERNS, looks_like_credential
+from leaseline._scope import CREDENTIAL_PATTERNS, looks_like_credential
 from leaseline.masking import masker
 
 __all__ = ["Finding", "UnsafeSpec", "check_spec", "check_text", "compile"]
@@ -97,7 +97,7 @@ def _is_reference(value: str) -> bool:
 
 def _pattern_hit(text: str) -> str | None:
     """Name of a well-known credential format in ``text`` (templated strings excepted)."""
-    for name, pattern in PATTERNS:
+    for name, pattern in CREDENTIAL_PATTERNS:
         for match in pattern.finditer(text):
             if name.endswith("URL with a password") and _TEMPLATED.search(match.group()):
                 continue  # f"postgresql://{user}:{password}@..." in code is not a credential

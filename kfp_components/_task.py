@@ -1,15 +1,17 @@
-"""What runs inside a KFP task built by :func:`leaseline.kfp.component`.
+"""What runs inside a KFP task built by :func:`leaseline.kfp.component` (the task's runtime).
 
-The component's generated code calls :func:`run` around the user's function:
+The component's generated code calls :func:`run` around the user's function (compiled specs
+import this module by name, ``leaseline.kfp._task``: keep it). The task is one
+:class:`leaseline._scope.Scope`:
 
 1. every environment variable whose value is a reference (``vault://...``, any configured store),
    plus the component's ``secrets=`` mapping, is resolved and the variable set to the value;
 2. each lease is held (renewed by the resolver) while the function runs;
-3. ``sys.stdout``/``sys.stderr`` are wrapped so a printed value shows as ``***`` (logging is masked
-   by the core);
+3. ``sys.stdout``/``sys.stderr`` are masked, so a printed value shows as ``***`` (logging is
+   masked by the core);
 4. a return value or output file holding a resolved value is refused;
-5. the variables are put back to their references and the resolver is closed, which revokes every
-   lease and the per-task child token.
+5. at the scope's end the variables are put back to their references and the resolver is
+   closed, which revokes every lease and the per-task child token.
 """
 
 from __future__ import annotations
@@ -18,17 +20,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from leaseline import LeaselineError, Resolver, audit
-from leaseline._refs import environment_references
+from leaseline import LeaselineError, Resolver, audit, masking
+from leaseline._scope import Scope, references_in_env
 from leaseline.masking import Masker
-from leaseline.masking._stream import MaskedTextStream as _MaskingStream  # noqa: F401  (tests)
-from leaseline.masking._stream import mask_std_streams
 
-__all__ = ["SecretOutputRefused", "masked_streams", "references_in_env", "run"]
+__all__ = ["SecretOutputRefused", "run"]
 
 log = logging.getLogger("leaseline.kfp")
 
@@ -39,24 +38,6 @@ MAX_SCAN_BYTES = 64 * 1024 * 1024
 # mypy sees ``leaseline`` as Any from this folder (package-dir mapping), hence the ignore.
 class SecretOutputRefused(LeaselineError, ValueError):  # type: ignore[misc]
     """A component tried to return (or write as an output) a value it resolved."""
-
-
-def references_in_env(environ: Mapping[str, str], resolver: Resolver) -> dict[str, str]:
-    """The variables of ``environ`` whose value is a reference: the core's one rule,
-    :func:`leaseline._refs.environment_references` (the same as ``leaseline run``'s)."""
-    return environment_references(
-        environ, configured=resolver.config.stores, store_names=resolver.store_names
-    )
-
-
-def masked_streams(m: Masker | None = None) -> None:
-    """Wrap ``sys.stdout`` and ``sys.stderr`` with masking streams (idempotent): the core's
-    :func:`leaseline.masking._stream.mask_std_streams`, which also masks a value split across writes.
-
-    They stay wrapped for the rest of the process, so a traceback printed after the task's
-    function has failed is masked too.
-    """
-    mask_std_streams(m)
 
 
 def _output_texts(result: Any) -> Iterable[tuple[str, str]]:
@@ -183,31 +164,14 @@ def run(
     Raises whatever resolution raises (the reference is named, never a value), and
     :class:`SecretOutputRefused` when ``fn`` returns or writes a resolved value.
     """
-    masked_streams()
+    masking.mask_std_streams()  # for the rest of the process: a late traceback is masked too
     audit.add_context_provider(kfp_context)
     resolver = resolver_factory()
-    environ = os.environ
-    wanted = references_in_env(environ, resolver)
-    wanted.update(secrets or {})
-    saved = {name: environ.get(name) for name in wanted}
-    resolved = Masker()
-
-    def restore() -> None:
-        for name, old in saved.items():
-            if old is None:
-                environ.pop(name, None)
-            else:
-                environ[name] = old
-
-    with ExitStack() as stack:
-        stack.callback(resolver.close)
-        stack.callback(restore)
-        for name, ref in sorted(wanted.items()):
-            parsed = resolver.parse(ref)
-            handle = stack.enter_context(resolver.lease(parsed))
-            for value in handle.secret.values():
-                resolved.add(value)
-            environ[name] = handle.reveal()
+    with Scope("kfp task") as task:
+        task.own(resolver)
+        wanted = references_in_env(os.environ, resolver)
+        wanted.update(secrets or {})
+        task.set_env(resolver, wanted)
         if wanted:
             log.info(
                 "leaseline: resolved %d reference(s) for this task: %s",
@@ -216,5 +180,6 @@ def run(
             )
         result = fn(*args, **kwargs)
         annotations = dict(getattr(fn, "__annotations__", {}))
-        _check_outputs(getattr(fn, "__name__", "component"), result, kwargs, annotations, resolved)
+        name = getattr(fn, "__name__", "component")
+        _check_outputs(name, result, kwargs, annotations, task.resolved)
         return result

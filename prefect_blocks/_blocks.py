@@ -1,8 +1,8 @@
 """Blocks that store references and resolve them where the flow runs.
 
 Each block maps onto :class:`leaseline.Resolver` calls: nothing is cached, renewed or revoked
-here. A dynamic credential a block reads inside a flow run is held until the run ends
-(:mod:`._runs`); values are masked in Prefect's run logs because the core registers every value
+here. A dynamic credential a block reads inside a flow run is held by the run's scope until it
+ends (:mod:`._runs`); values are masked in Prefect's run logs because the core registers every value
 it hands out with the process masker, which rewrites log records as they are created.
 """
 
@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlencode
 
 from leaseline import InvalidReference, Lease, Resolver, Secret, SecretRef, parse
-from leaseline._config import load_config
-from leaseline._resolver import LeaseHandle, RotateCallback
+from leaseline._scope import LeaseHandle, RotateCallback, aliases
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from ._runs import hold_for_flow_run
+from ._runs import run_scope
 from ._store import LeaselineStore, resolver_for
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ def check_reference(ref: str, store: LeaselineStore | None, owner: str) -> Secre
         except InvalidReference:
             if not isinstance(ref, str) or "://" in ref:
                 raise
-            parsed = parse(ref, aliases=load_config().aliases)  # an alias; re-raises if unknown
+            parsed = parse(ref, aliases=aliases())  # an alias; re-raises if unknown
     except InvalidReference as exc:
         raise InvalidReference(f"{owner}.ref is refused:\n{exc.message}", ref=exc.ref) from None
     if store is not None and parsed.store != store.store_name and "://" in ref:
@@ -95,17 +94,15 @@ class _ReferenceBlock(Block, ABC):
     def _read(self) -> tuple[Resolver, SecretRef, Secret]:
         resolver = self.get_resolver()
         parsed = resolver.parse(self.ref)
-        secret = resolver.get(parsed)
-        if secret.lease is not None and secret.lease.id:
-            hold_for_flow_run(resolver, parsed)
+        run = run_scope()  # inside a flow run, a lease is held until the run ends
+        secret = run.get(resolver, parsed) if run is not None else resolver.get(parsed)
         return resolver, parsed, secret
 
     async def _aread(self) -> tuple[Resolver, SecretRef, Secret]:
         resolver = self.get_resolver()
         parsed = resolver.parse(self.ref)
-        secret = await resolver.aget(parsed)
-        if secret.lease is not None and secret.lease.id:
-            hold_for_flow_run(resolver, parsed)
+        run = run_scope()
+        secret = await (run.aget(resolver, parsed) if run is not None else resolver.aget(parsed))
         return resolver, parsed, secret
 
 

@@ -1,23 +1,21 @@
 """Leases scoped to a Prefect flow run, and the Prefect context of audit events.
 
-A lease that a block takes inside a flow run is held through :meth:`Resolver.lease` on a
-per-run exit stack; :func:`revoke_leases`, a flow state hook, closes the stack when the run
-completes, fails, crashes or is cancelled. The hook is attached to the running flow the first
-time a block takes a lease in it, so flows need no extra code. Where no hook can run in the
-process (a runner kills a crashed flow run's process), the core revokes at interpreter exit and
-on SIGTERM, and the per-task child token's TTL bounds the rest.
+Each flow run is one :class:`leaseline._scope.Scope` (:data:`runs`, keyed by flow-run id): a
+lease a block takes inside the run is held in it, and :func:`revoke_leases`, a flow state hook,
+ends it when the run completes, fails, crashes or is cancelled. The hook is attached to the
+running flow the first time a block reads in it, so flows need no extra code. Where no
+hook can run in the process (a runner kills a crashed flow run's process), the core revokes at
+interpreter exit and on SIGTERM, and the per-task child token's TTL bounds the rest.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Mapping
 from typing import Any
 
-from leaseline import Resolver, SecretRef
+from leaseline._scope import Scope, Scopes
 
-__all__ = ["audit_context", "hold_for_flow_run", "revoke_leases"]
+__all__ = ["audit_context", "held_leases", "revoke_leases", "run_scope", "runs"]
 
 _HOOK_LISTS = (
     "on_completion_hooks",
@@ -26,17 +24,8 @@ _HOOK_LISTS = (
     "on_cancellation_hooks",
 )
 
-
-class _Run:
-    __slots__ = ("held", "stack")
-
-    def __init__(self) -> None:
-        self.stack = contextlib.ExitStack()
-        self.held: set[tuple[int, str]] = set()
-
-
-_runs: dict[str, _Run] = {}
-_lock = threading.Lock()
+#: the open flow runs of this process, by flow-run id
+runs = Scopes("prefect flow run")
 
 
 def _flow_run() -> tuple[str, Any] | None:
@@ -49,26 +38,15 @@ def _flow_run() -> tuple[str, Any] | None:
     return str(ctx.flow_run.id), ctx.flow
 
 
-def hold_for_flow_run(resolver: Resolver, ref: SecretRef) -> bool:
-    """Hold ``ref``'s lease until the current flow run ends; ``False`` outside a flow run.
-
-    Idempotent per (resolver, reference, flow run): a reference read ten times in one run is
-    held once, so it is revoked once.
-    """
+def run_scope() -> Scope | None:
+    """The scope of the flow run this code runs in (its end hook attached), or ``None``."""
     current = _flow_run()
     if current is None:
-        return False
+        return None
     run_id, flow = current
-    key = (id(resolver), ref.key)
-    with _lock:
-        run = _runs.setdefault(run_id, _Run())
-        if key in run.held:
-            return True
-        run.held.add(key)
-    run.stack.enter_context(resolver.lease(ref))
     if flow is not None:
         _attach(flow)
-    return True
+    return runs.open(run_id)
 
 
 def _attach(flow: Any) -> None:
@@ -86,17 +64,13 @@ def revoke_leases(flow: Any, flow_run: Any, state: Any) -> None:
 
         @flow(on_crashed=[revoke_leases])
     """
-    with _lock:
-        run = _runs.pop(str(flow_run.id), None)
-    if run is not None:
-        run.stack.close()
+    runs.end(str(flow_run.id))
 
 
 def held_leases(flow_run_id: str) -> list[str]:
     """References whose leases are held for ``flow_run_id`` (tests and diagnostics)."""
-    with _lock:
-        run = _runs.get(str(flow_run_id))
-        return sorted(key for _, key in run.held) if run else []
+    scope = runs.get(str(flow_run_id))
+    return scope.held() if scope is not None else []
 
 
 def audit_context() -> Mapping[str, Any]:

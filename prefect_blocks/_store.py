@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from leaseline import InvalidReference, Resolver, default_resolver
-from leaseline._config import load_config
-from leaseline._detectors import looks_like_credential
+from leaseline._scope import Resolvers, config_with_store, looks_like_credential
 from leaseline.audit import add_context_provider
 from leaseline.masking import masker
 from prefect.blocks.core import Block
@@ -125,8 +122,8 @@ class LeaselineStore(Block):
         return super()._to_block_document(*args, **kwargs)
 
 
-_resolvers: dict[str, Resolver] = {}
-_resolvers_lock = threading.Lock()
+#: one resolver per distinct store settings (a digest of them: no setting is kept in the key)
+_resolvers: Resolvers[str] = Resolvers()
 
 
 def resolver_for(store: LeaselineStore | None) -> Resolver:
@@ -141,26 +138,11 @@ def resolver_for(store: LeaselineStore | None) -> Resolver:
     _failures.install_when_values_exist()
     if store is None:
         return default_resolver()
-    table = store.table()
-    digest = hashlib.sha256(
-        json.dumps([store.store_name, table], sort_keys=True, default=str).encode()
-    ).hexdigest()
-    resolver = _resolvers.get(digest)
-    if resolver is not None:
-        return resolver
-    with _resolvers_lock:
-        resolver = _resolvers.get(digest)
-        if resolver is None:
-            base = load_config()
-            config = dataclasses.replace(base, stores={**base.stores, store.store_name: table})
-            resolver = _resolvers[digest] = Resolver(config)
-    return resolver
+    name, table = store.store_name, store.table()
+    digest = hashlib.sha256(json.dumps([name, table], sort_keys=True, default=str).encode())
+    return _resolvers.get(digest.hexdigest(), lambda: Resolver(config_with_store(name, table)))
 
 
 def _reset() -> None:
     """Close and forget every store resolver (tests)."""
-    with _resolvers_lock:
-        resolvers = list(_resolvers.values())
-        _resolvers.clear()
-    for resolver in resolvers:
-        resolver.close()
+    _resolvers.close()

@@ -13,11 +13,7 @@ from .render import build_outputs, output_options, render_once
 
 if TYPE_CHECKING:
     from .._ledger import Unrevoked
-from ..runtime.agent import (
-    Agent,
-    Notify,
-    _say,
-)
+from ..runtime.agent import Agent, Notify, _say
 
 __all__ = ["agent"]
 

@@ -42,6 +42,7 @@ __all__ = [
     "encoded_forms",
     "install_logging",
     "mask_exception",
+    "mask_std_streams",
     "masker",
     "scrub_traceback",
     "stream_forms",
@@ -566,3 +567,14 @@ def mask_exception(exc: BaseException, m: Masker | None = None) -> BaseException
     stand_in.__cause__ = None
     stand_in.__suppress_context__ = True
     return stand_in
+
+
+def mask_std_streams(m: Masker | None = None) -> None:
+    """Mask ``sys.stdout`` and ``sys.stderr`` at the source (idempotent): every value ``m`` (by
+    default the process masker) holds shows as ``***``, also one split across two writes. They
+    stay wrapped for the rest of the process, so a traceback printed at the end is masked too;
+    bytes written to ``.buffer`` or the file descriptor are not (``leaseline run`` masks those).
+    """
+    from ._stream import mask_std_streams as wrap  # the stream masker imports this module
+
+    wrap(m)

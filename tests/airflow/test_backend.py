@@ -15,7 +15,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
 from leaseline.airflow import LeaselineBackend, get_provider_info
 from leaseline.airflow._backend import close_resolvers, resolver_for
-from leaseline.airflow._task import airflow_context, release_task_leases
+from leaseline.airflow._task import airflow_context, end_task
 from leaseline.backends.memory import MemoryBackend, random_fields
 
 from tests.canary import CanaryFixture
@@ -38,10 +38,10 @@ def store(tmp_path: Path) -> Iterator[tuple[str, str]]:
 def in_task(monkeypatch: pytest.MonkeyPatch) -> None:
     """This process looks like a task process (`dags test`'s in-process supervisor comms)."""
     from airflow.sdk.execution_time import task_runner
-    from leaseline.airflow import _task
+    from leaseline import masking
 
     monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", object(), raising=False)
-    monkeypatch.setattr(_task, "mask_std_streams", lambda: None)  # pytest owns sys.stdout here
+    monkeypatch.setattr(masking, "mask_std_streams", lambda m=None: None)  # pytest owns stdout
 
 
 def backend(config: str, **kwargs: Any) -> LeaselineBackend:
@@ -204,7 +204,7 @@ def test_explicit_connection_fields_share_one_dynamic_lease(
     assert conn.extra_dejson == {"sslmode": "disable"}
     # both values reached Airflow's masker (Airflow alone would mask only the password)
     assert airflow_redact(f"{conn.login} {conn.password}") == "*** ***"
-    release_task_leases()  # what the task-end listener does
+    end_task()  # what the task-end listener does
     assert MemoryBackend.live_leases(name) == []
 
 
@@ -300,7 +300,7 @@ def test_in_a_task_the_lease_is_held_until_the_task_ends(
     b = _dynamic_db(name, config)
     assert b.get_connection("db") is not None
     assert len(MemoryBackend.live_leases(name)) == 1
-    release_task_leases()
+    end_task()
     assert MemoryBackend.live_leases(name) == []
 
 
@@ -377,13 +377,13 @@ def test_task_output_is_masked_at_the_source(canary: CanaryFixture) -> None:
     import base64
     import io
 
-    from leaseline.airflow._task import _MaskedStream
     from leaseline.masking import masker
+    from leaseline.masking._stream import MaskedTextStream
 
     value = canary.new()
     masker().add(value)
     inner = io.StringIO()
-    out = _MaskedStream(inner)
+    out = MaskedTextStream(inner)
     print(f"raw={value}", file=out)  # type: ignore[call-overload]
     print(f"b64={base64.b64encode(value.encode()).decode()}", file=out)  # type: ignore[call-overload]
     out.write("split=" + value[:7])

@@ -220,6 +220,23 @@ def test_retry_on_rotation_gives_up_after_window(clock: FakeClock) -> None:
         assert 5 <= t[0] <= 7
 
 
+def test_retry_on_rotation_for_a_hook_several_references_and_attempts(clock: FakeClock) -> None:
+    # what leaseline.mlflow does on a 401: no exception to catch, a credential of two references
+    MemoryBackend.put("memory", "user", {"name": "user-one"})
+    MemoryBackend.put("memory", "pass", {"word": "old-password"})
+    with make(clock) as r:
+        refs = ["memory://user#name", "memory://pass#word"]
+        assert [r.resolve(ref) for ref in refs] == ["user-one", "old-password"]
+        MemoryBackend.put("memory", "user", {"name": "user-two"})
+        MemoryBackend.put("memory", "pass", {"word": "new-password"})
+        sleeps: list[float] = []
+        rotation = leaseline.retry_on_rotation(refs, resolver=r, attempts=2, sleep=sleeps.append)
+        assert rotation.rejected() is True  # the first refusal: one more try
+        assert [r.resolve(ref) for ref in refs] == ["user-two", "new-password"]
+        assert rotation.rejected() is False  # two attempts made: give up
+        assert len(sleeps) == 1
+
+
 def test_unknown_store_lists_what_exists(clock: FakeClock) -> None:
     with make(clock) as r, pytest.raises(UnknownStore) as info:
         r.resolve("nosuch://x")

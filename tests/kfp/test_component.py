@@ -18,6 +18,7 @@ from leaseline.kfp import _task
 from leaseline.kfp._component import MARKER, leaseline_requirement
 from leaseline.kfp._spec import check_text, secret_name
 from leaseline.masking import Masker
+from leaseline.masking._stream import MaskedTextStream
 
 IMAGE = "python:3.11"
 
@@ -311,7 +312,7 @@ def test_secret_names(name: str, expected: bool) -> None:
 
 @pytest.fixture
 def memory_resolver(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(_task, "masked_streams", lambda m=None: None)
+    monkeypatch.setattr(leaseline.masking, "mask_std_streams", lambda m=None: None)
     resolvers: list[leaseline.Resolver] = []
 
     def factory() -> leaseline.Resolver:
@@ -418,7 +419,7 @@ def test_masking_stream_masks_each_write() -> None:
     m = Masker()
     m.add("s3cr3t-value")
     inner = io.StringIO()
-    stream = _task._MaskingStream(inner, m)  # type: ignore[arg-type]
+    stream = MaskedTextStream(inner, m)  # type: ignore[arg-type]
     print("the value is s3cr3t-value", file=stream)  # type: ignore[arg-type]
     stream.writelines(["and again s3cr3t-value\n"])
     assert inner.getvalue() == "the value is ***\nand again ***\n"

@@ -13,7 +13,7 @@ import pytest
 from leaseline.backends.memory import MemoryBackend
 from leaseline.masking import masker
 from leaseline.prefect import DatabaseCredentials, LeaselineStore, SecretReference, _store
-from leaseline.prefect._runs import audit_context, hold_for_flow_run
+from leaseline.prefect._runs import audit_context, run_scope
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_literal_secret_options_are_merged_and_masked() -> None:
 def test_outside_a_flow_run_nothing_is_held(mem: LeaselineStore) -> None:
     resolver = mem.get_resolver()
     assert resolver is _store.resolver_for(mem)  # one resolver per store settings
-    assert hold_for_flow_run(resolver, resolver.parse(f"{mem.store_name}://x")) is False
+    assert run_scope() is None  # no flow run: nothing to hold a lease for
     assert audit_context() == {}
 
 
