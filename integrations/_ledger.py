@@ -403,6 +403,7 @@ class Recorder:
         self.cmd = cmd
         self.extra = extra
         self._seen: set[str] = set()
+        self._run: dict[str, Any] = {}
 
     @property
     def started(self) -> bool:
@@ -413,9 +414,13 @@ class Recorder:
         """Write the run (first call; ``run`` adds fields such as ``child_pid``, ``dir``,
         ``files``) and every lease and child token not written yet; fsync'd."""
         records: list[dict[str, Any]] = []
-        if "run" not in self._seen:
+        fields = {"cmd": self.cmd, **self.extra, **run}
+        if "run" not in self._seen or fields != self._run:
+            # the first call, or the same run with more known (the child's pid once started):
+            # the reader keeps a run's latest record
             self._seen.add("run")
-            records.append(run_record(**{"cmd": self.cmd, **self.extra, **run}))
+            self._run = fields
+            records.append(run_record(**fields))
         for key, lease in self.resolver.leases():
             if str(lease.id) in self._seen:
                 continue

@@ -194,9 +194,9 @@ class Session:
             masking.masker().add(base[name])
         return env
 
-    def record(self, child_pid: int, argv: list[str]) -> None:
+    def record(self, child_pid: int | None, argv: list[str]) -> None:
         """Write the run (with its ``--file`` paths) and every lease and child token it holds
-        to the ledger (fsync'd), each once."""
+        to the ledger (fsync'd), each once; the run again once its child's pid is known."""
         stores = {self.resolver.parse(r).store for r in self.handles}
         with self._lock:
             self.recorder.record(
@@ -304,6 +304,9 @@ def _run_session(
         resolver.on_rotate(rotated)
         while True:
             child = Child(argv, session.environment(os.environ), mask=mask)
+            # in the ledger before the command can run: a `kill -9` of leaseline at any moment
+            # after this leaves records `leases revoke --orphaned` can clean up
+            session.record(None, argv)
             try:
                 child.start()
             except FileNotFoundError:

@@ -305,6 +305,27 @@ def test_kill_9_of_leaseline_then_revoke_orphaned(
     assert json.loads(after.stdout) == []
 
 
+def test_leases_are_in_the_ledger_before_the_command_runs(
+    vault_db: DatabaseEngine, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The command's first act is a ``kill -9`` of leaseline: the leases it was started with are
+    already in the ledger, and ``leases revoke --orphaned`` ends them. Before, the ledger was
+    written after the child started (a command that printed "ready" could beat it)."""
+    proc = subprocess.run(
+        [*LEASELINE, "run", "--env", f"DB_PASSWORD={DB_REF}#password", "--",
+         "sh", "-c", "kill -9 $PPID"],
+        env=cli_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    leases, tokens = ledger_ids(tmp_path / "ledger.jsonl")
+    assert leases and tokens, "nothing recorded before the command ran"
+    assert lease_alive(vault_db.bao, leases[0]) and accessor_alive(vault_db.bao, tokens[0])
+    revoked = leaseline("leases", "revoke", "--orphaned", env=cli_env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert not lease_alive(vault_db.bao, leases[0])
+    assert not accessor_alive(vault_db.bao, tokens[0])
+
+
 def test_file_is_private_and_removed(
     openbao: OpenBao, cli_env: dict[str, str], canary: object
 ) -> None:
