@@ -276,16 +276,17 @@ def test_kill_9_of_leaseline_then_revoke_orphaned(
     )
     _wait_line(proc, "ready")
     ledger = tmp_path / "ledger.jsonl"
-    # leaseline records the run right after the child started; the child may say "ready" first
+    # the run is recorded before the child starts, and again with the child's pid right after
+    # it started; the child may say "ready" before that second record
     deadline = time.monotonic() + 30
     runs: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         if ledger.exists():
             runs = [json.loads(line) for line in ledger.read_text().splitlines()]
-            if any(r["op"] == "run" for r in runs):
+            if any(r["op"] == "run" and r["child_pid"] for r in runs):
                 break
         time.sleep(0.05)
-    child_pid = next(r["child_pid"] for r in runs if r["op"] == "run")
+    child_pid = next(r["child_pid"] for r in runs if r["op"] == "run" and r["child_pid"])
     proc.kill()
     proc.communicate(timeout=30)
     os.kill(child_pid, signal.SIGKILL)  # the orphaned child would keep running otherwise

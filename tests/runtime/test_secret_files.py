@@ -81,11 +81,16 @@ def test_run_file_left_by_kill_9_is_removed_by_revoke_orphaned(
     )
     deadline = time.monotonic() + 30
     ledger = tmp_path / "ledger.jsonl"
-    while not (ledger.exists() and '"op": "run"' in ledger.read_text()):
+
+    def started() -> list[dict[str, Any]]:  # the run's record once the child's pid is known
+        lines = ledger.read_text().splitlines() if ledger.exists() else []
+        return [r for r in map(json.loads, lines) if r["op"] == "run" and r["child_pid"]]
+
+    while not started():
         if run.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(run.stderr.read() if run.stderr else "run did not start")
         time.sleep(0.05)
-    [record] = [json.loads(line) for line in ledger.read_text().splitlines()]
+    [record] = started()
     assert target.exists()
     run.kill()  # kill -9 leaseline itself: nothing of it runs any more
     run.wait()
