@@ -6,12 +6,14 @@ errors met while checking managed values: 3 not found, 4 denied, 5 store unavail
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from .._config import load_config
+from .._config import Config, load_config
 from .._exceptions import LeaselineError
+from ..scan import ScanResult
 from ..scan import scan as run_scan
 from ..scan._baseline import write_baseline
 from ..scan._report import render
@@ -50,6 +52,12 @@ __all__ = ["main", "scan"]
     help="Do not read managed references to tell which findings are current values.",
 )
 @click.option(
+    "--fix",
+    is_flag=True,
+    help="Rewrite credentials and managed values in notebooks' saved outputs to *** in place "
+    "(the notebook stays valid; cell sources are only reported). Exits 1 when a file changed.",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
@@ -65,6 +73,7 @@ def scan(
     fmt: str,
     exclude: tuple[str, ...],
     no_managed: bool,
+    fix: bool,
     config_path: str | None,
 ) -> None:
     """Find committed credentials in PATHs (default: .), notebooks included.
@@ -74,6 +83,11 @@ def scan(
     """
     if update_baseline and not baseline:
         raise click.UsageError("--update-baseline needs --baseline FILE")
+    if fix and (staged or images or update_baseline):
+        raise click.UsageError(
+            "--fix rewrites files on disk: give it PATHs (pre-commit passes the staged file "
+            "names), not --staged, --image or --update-baseline"
+        )
     try:
         config = load_config(config_path)
         if not baseline and not update_baseline:
@@ -114,10 +128,35 @@ def scan(
         count = write_baseline(baseline, result.all_findings)
         click.echo(f"wrote {count} accepted finding(s) to {baseline}", err=True)
         sys.exit(0)
+    fixed: dict[str, int] = {}
+    if fix:
+        fixed = _fix(list(paths), result, config, exclude, managed=not no_managed)
     for ref, error in result.managed_errors:
         click.echo(f"leaseline scan: could not read managed reference {ref}: {error}", err=True)
     click.echo(render(fmt, result.findings, result.files_scanned))
-    sys.exit(result.exit_code)
+    for path, count in fixed.items():
+        click.echo(f"leaseline scan: fixed {path}: {count} output field(s) now show ***", err=True)
+    sys.exit(1 if fixed else result.exit_code)
+
+
+def _fix(
+    paths: list[str], result: ScanResult, config: Config, exclude: tuple[str, ...], managed: bool
+) -> dict[str, int]:
+    from ..scan._fix import fix, managed_plaintexts
+
+    values: list[str] = []
+    if managed:
+        values, errors = managed_plaintexts(config)
+        result.managed_errors += [e for e in errors if e not in result.managed_errors]
+    try:
+        fixed = fix(paths, result.findings, excludes=exclude, managed=values)
+    except LeaselineError as exc:
+        click.echo(f"leaseline scan --fix: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    return {
+        os.path.relpath(p) if not os.path.relpath(p).startswith("..") else p: n
+        for p, n in fixed.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
