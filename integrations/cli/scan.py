@@ -7,6 +7,7 @@ errors met while checking managed values: 3 not found, 4 denied, 5 store unavail
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import click
@@ -30,6 +31,21 @@ __all__ = ["main", "scan"]
     type=click.Path(exists=True, dir_okay=False),
     help="Scan a `docker save` or OCI-layout image tarball: config (Env, ARG/ENV history) and "
     "every layer's files (repeatable; PATHs are then scanned only when given).",
+)
+@click.option(
+    "--mlflow",
+    "mlflow_uri",
+    metavar="TRACKING_URI",
+    help="Scan an MLflow tracking server: every run's params, tags and small text artefacts "
+    "(MLmodel, YAML/JSON/TXT...); auth as MLflow's own (MLFLOW_TRACKING_USERNAME...). PATHs are "
+    "then scanned only when given.",
+)
+@click.option(
+    "--experiment",
+    "experiments",
+    multiple=True,
+    metavar="NAME",
+    help="With --mlflow: only this experiment (repeatable; default: all).",
 )
 @click.option("--staged", is_flag=True, help="Scan the staged content of the git index.")
 @click.option(
@@ -67,6 +83,8 @@ __all__ = ["main", "scan"]
 def scan(
     paths: tuple[str, ...],
     images: tuple[str, ...],
+    mlflow_uri: str | None,
+    experiments: tuple[str, ...],
     staged: bool,
     baseline: str | None,
     update_baseline: bool,
@@ -83,6 +101,8 @@ def scan(
     """
     if update_baseline and not baseline:
         raise click.UsageError("--update-baseline needs --baseline FILE")
+    if experiments and not mlflow_uri:
+        raise click.UsageError("--experiment NAME needs --mlflow TRACKING_URI")
     if fix and (staged or images or update_baseline):
         raise click.UsageError(
             "--fix rewrites files on disk: give it PATHs (pre-commit passes the staged file "
@@ -94,7 +114,7 @@ def scan(
             configured = config.section("scan").get("baseline")
             baseline = str(configured) if configured else None
         result = None
-        if paths or staged or not images:
+        if paths or staged or not (images or mlflow_uri):
             result = run_scan(
                 list(paths),
                 staged=staged,
@@ -120,7 +140,18 @@ def scan(
                 found.files_scanned += result.files_scanned
                 found.managed_errors += result.managed_errors
             result = found
-        assert result is not None  # paths (default .), the index or images were scanned
+        if mlflow_uri:
+            result = _merge(
+                result,
+                _scan_mlflow(
+                    mlflow_uri,
+                    experiments,
+                    config,
+                    baseline,
+                    managed=not no_managed and not update_baseline,
+                ),
+            )
+        assert result is not None  # paths (default .), the index, images or MLflow were scanned
     except LeaselineError as exc:
         click.echo(f"leaseline scan: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -137,6 +168,47 @@ def scan(
     for path, count in fixed.items():
         click.echo(f"leaseline scan: fixed {path}: {count} output field(s) now show ***", err=True)
     sys.exit(1 if fixed else result.exit_code)
+
+
+def _scan_mlflow(
+    uri: str,
+    experiments: tuple[str, ...],
+    config: Config,
+    baseline: str | None,
+    managed: bool,
+) -> ScanResult:
+    from ..scan._mlflow import scan_mlflow
+
+    try:
+        return scan_mlflow(uri, experiments, config=config, baseline=baseline, managed=managed)
+    except LeaselineError:
+        raise
+    except Exception as exc:  # MlflowException, requests' errors: the server's answer
+        click.echo(
+            f"leaseline scan --mlflow: could not read the tracking server: {type(exc).__name__}: "
+            f"{_first_line(exc)}",
+            err=True,
+        )
+        sys.exit(5)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's first line, masked, without the password of a URL (``//user:pw@host``)."""
+    from ..masking import masker
+
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return masker().mask(re.sub(r"//[^/@\s]+@", "//***@", line))
+
+
+def _merge(first: ScanResult | None, second: ScanResult) -> ScanResult:
+    if first is None:
+        return second
+    second.findings = first.findings + second.findings
+    second.all_findings = first.all_findings + second.all_findings
+    second.files_scanned += first.files_scanned
+    second.managed_errors += first.managed_errors
+    return second
 
 
 def _fix(
