@@ -97,4 +97,3 @@ def test_wandb_config_values_are_judged_by_their_name(tmp_path: Path) -> None:
         (6, "W&B config db_password", True, False),
         (12, None, False, True),  # found in the whole file already: reported once
     ]
-
