@@ -18,8 +18,9 @@ Magics::
     %leaseline env OPENAI_API_KEY=vault://secret/llm/openai#api_key   # sets os.environ, no echo
     %leaseline leases                                                # the leases the kernel holds
 
-Leases are revoked when the kernel shuts down or restarts (the kernel's ``do_shutdown``, and the
-process exit through :mod:`leaseline._lifetime` as for any program).
+Leases are revoked when the kernel shuts down or restarts: both end the kernel's process through
+a ``shutdown_request``, and :mod:`leaseline._lifetime` closes the resolvers at exit as in any
+program (a kernel killed outright, ``kill -9``, cannot: its leases expire at their TTL).
 
 Automatic form, in ``~/.ipython/profile_default/ipython_kernel_config.py`` (or
 ``ipython_config.py`` for terminal IPython)::
@@ -122,40 +123,16 @@ class _MaskedStream:
         return getattr(self._leaseline_inner, name)
 
 
-def _close_on_shutdown(kernel: Any) -> None:
-    """Revoke the kernel's leases in its ``do_shutdown`` (shutdown and restart alike)."""
-    original = getattr(kernel, "do_shutdown", None)
-    if original is None or getattr(kernel, "_leaseline_shutdown", False):
-        return
-
-    @functools.wraps(original)
-    def do_shutdown(restart: bool) -> Any:
-        _release()
-        return original(restart)
-
-    kernel.do_shutdown = do_shutdown
-    kernel._leaseline_shutdown = True
-
-
-def _release() -> None:
-    from . import _api
-
-    try:
-        _api._reset_default()
-    except Exception as exc:  # never keep a kernel from shutting down; the ledger has the rest
-        print(f"leaseline: releasing leases failed: {type(exc).__name__}", file=sys.stderr)
-
-
 def _env(args: list[str]) -> None:
     from ._api import resolve
 
     if not args:
         raise _usage("`%leaseline env` needs NAME=REFERENCE")
     pairs = []
-    for arg in args:
+    for position, arg in enumerate(args, 1):
         name, sep, ref = arg.partition("=")
-        if not sep or not _NAME.match(name) or not ref:
-            raise _usage(f"`{name if sep else 'argument'}`: expected NAME=REFERENCE")
+        if not sep or not _NAME.match(name) or not ref:  # never quoted: it may be a value
+            raise _usage(f"argument {position}: expected NAME=REFERENCE (NAME a variable name)")
         pairs.append((name, ref))
     for name, ref in pairs:
         try:
@@ -196,7 +173,7 @@ def leaseline_magic(line: str) -> None:
     elif command == "leases":
         _leases()
     else:
-        raise _usage(f"unknown subcommand {command!r}")
+        raise _usage("unknown subcommand (not quoted: it may be a value); expected env or leases")
 
 
 def load_ipython_extension(shell: Any) -> None:
@@ -204,7 +181,6 @@ def load_ipython_extension(shell: Any) -> None:
     if getattr(shell, "kernel", None) is not None:
         for session in _sessions(shell):
             _wrap_session(session)
-        _close_on_shutdown(shell.kernel)
     else:
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
