@@ -8,12 +8,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import nbclient
 import nbformat
 import pytest
 
 from tests.canary import encodings
 from tests.servers import OpenBao
+
+from .conftest import run_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -47,32 +48,6 @@ def _store(bao: OpenBao, value: str) -> str:
         path=path, secret={"api_key": value}, mount_point="secret"
     )
     return f"vault://secret/{path}#api_key"
-
-
-def run_notebook(cells: list[str], cwd: Path) -> Any:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-    client = nbclient.NotebookClient(
-        nb,
-        timeout=120,
-        kernel_name="python3",
-        allow_errors=True,
-        resources={"metadata": {"path": str(cwd)}},
-    )
-    client.execute()
-    return nb
-
-
-def _outputs_text(nb: Any) -> str:
-    return nbformat.writes(nb)
-
-
-@pytest.fixture
-def notebook_env(vault_env: OpenBao, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> OpenBao:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.chdir(tmp_path)
-    return vault_env
 
 
 def test_saved_notebook_holds_no_form_of_the_value(

@@ -4,7 +4,6 @@ frontend's ``shutdown_request``) revokes them in the store (real OpenBao databas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from jupyter_client.manager import start_new_kernel
@@ -13,25 +12,9 @@ from tests.cli.conftest import lease_alive
 from tests.servers import OpenBao
 from tests.servers.vault_db import DatabaseEngine
 
+from .conftest import run
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-
-def run(kc: Any, code: str) -> str:
-    """Execute ``code``; its stdout and results as text (errors fail the test)."""
-    shown: list[str] = []
-
-    def hook(msg: dict[str, Any]) -> None:
-        content = msg["content"]
-        if msg["msg_type"] == "stream":
-            shown.append(content["text"])
-        elif msg["msg_type"] == "execute_result":
-            shown.append(content["data"]["text/plain"])
-        elif msg["msg_type"] == "error":
-            raise AssertionError(f"{content['ename']}: {content['evalue']}")
-
-    reply = kc.execute_interactive(code, output_hook=hook, timeout=120)
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return "".join(shown)
 
 
 TAKE = (
