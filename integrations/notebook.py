@@ -72,7 +72,7 @@ def _wrap_session(session: Any) -> bool:
 
     @functools.wraps(original)
     def send(stream: Any, msg_or_type: Any, content: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(msg_or_type, dict):
+        if isinstance(msg_or_type, dict) and "content" in msg_or_type:
             msg_or_type = dict(msg_or_type)
             msg_or_type["content"] = _mask_message(msg_or_type.get("content"))
         if content is not None:
