@@ -29,6 +29,22 @@ from ._secret import Lease, Secret
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(shell: object) -> None:
+    """``%load_ext leaseline``: mask resolved values in everything the kernel shows, add the
+    ``%leaseline`` magic (:mod:`leaseline.notebook`; IPython is imported only now)."""
+    from .notebook import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: object) -> None:
+    """``%unload_ext leaseline``."""
+    from .notebook import unload_ipython_extension as unload
+
+    unload(shell)
+
+
 __all__ = [
     "AccessDenied",
     "BackendNotInstalled",

@@ -148,10 +148,14 @@ class Scanner:
         kind, raw, segs = segments(src)
         findings: list[Finding] = []
         cursor: dict[str, int] = {}  # notebook: where to look for the next copy of a value
+        seen: set[tuple[int, str]] = set()  # a value two segments share (W&B config) once
         for seg in segs:
             for finding in self._scan_segment(src.path, kind, seg):
                 if seg.in_json:
                     finding = replace(finding, line=_json_line(raw, finding.secret, cursor))
+                elif (finding.line, finding.hashed_secret) in seen:
+                    continue
+                seen.add((finding.line, finding.hashed_secret))
                 findings.append(finding)
         return findings
 

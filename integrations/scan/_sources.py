@@ -4,6 +4,13 @@ A plain file is one segment. A notebook is parsed as a notebook: every cell's so
 output (stream text, ``execute_result``/``display_data`` text-like MIME bundles, error name, value
 and traceback) is its own segment, labelled ``cell 3 output 1 (error)``; base64 images are not
 text and are skipped, which is where generic scanners raise most of their false alarms.
+
+ML run folders are plain YAML to the scanner: Hydra's ``.hydra/config.yaml`` (the composed
+config, overrides applied) and ``.hydra/overrides.yaml`` (the command line's ``key=value``
+overrides). A Weights & Biases run's ``files/config.yaml`` (a top-level ``_wandb:`` key) nests
+each value one level down (``db_password:`` / ``value: ...``): besides the whole file, each
+``NAME: {value: ...}`` entry is also scanned as ``NAME: ...``, so a value is judged by the name
+it was logged under (location ``W&B config NAME``).
 """
 
 from __future__ import annotations
@@ -74,6 +81,11 @@ BINARY_SUFFIXES = frozenset(
 )
 MAX_BYTES = 5 * 1024 * 1024
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_WANDB = re.compile(r"(?m)^_wandb:[ \t]*$")
+_WANDB_ENTRY = re.compile(
+    r"(?m)^(?P<name>[A-Za-z_][\w.\-]*):[ \t]*\r?\n(?:[ \t]+desc:.*\r?\n)?"
+    r"[ \t]+value:[ \t]*(?P<value>[^\s#][^\r\n]*?)[ \t]*$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,4 +245,15 @@ def segments(src: SourceFile) -> tuple[str, str, list[Segment]]:
         except ValueError:
             return "text", text, [Segment(text)]
         return kind, text, list(notebook_segments(nb))
+    if kind == "yaml" and _WANDB.search(text):
+        return kind, text, [Segment(text), *wandb_segments(text)]
     return kind, text, [Segment(text)]
+
+
+def wandb_segments(text: str) -> Iterator[Segment]:
+    """A W&B ``config.yaml``'s ``NAME:`` / ``value: X`` entries as ``NAME: X`` segments."""
+    for m in _WANDB_ENTRY.finditer(text):
+        line = text.count("\n", 0, m.start("value")) + 1
+        yield Segment(
+            f"{m.group('name')}: {m.group('value')}", f"W&B config {m.group('name')}", line
+        )

@@ -77,6 +77,9 @@ def test_import_is_light() -> None:
         "pytest",
         "rich",
         "yaml",
+        "IPython",
+        "ipykernel",
+        "nbformat",
     ]
     code = (
         "import sys, leaseline\n"

@@ -74,9 +74,9 @@ def _notebook(output_text: str | None) -> str:
     )
 
 
-def test_commit_with_key_in_notebook_output_is_blocked_until_cleared(
-    tmp_path: Path, env: dict[str, str]
-) -> None:
+def _project(tmp_path: Path, env: dict[str, str], hook: str) -> Path:
+    """A git repository whose pre-commit config uses ``hook`` from a copy of this repository's
+    hook definitions."""
     hooks = tmp_path / "hooks-repo"
     hooks.mkdir()
     shutil.copy(ROOT / ".pre-commit-hooks.yaml", hooks / ".pre-commit-hooks.yaml")
@@ -89,15 +89,25 @@ def test_commit_with_key_in_notebook_output_is_blocked_until_cleared(
     repo.mkdir()
     _run(repo, "git", "init", "-q", env=env)
     (repo / ".pre-commit-config.yaml").write_text(
-        f"repos:\n- repo: {hooks}\n  rev: {rev}\n  hooks:\n  - id: leaseline-scan-system\n"
+        f"repos:\n- repo: {hooks}\n  rev: {rev}\n  hooks:\n  - id: {hook}\n"
     )
     _run(repo, "git", "add", ".pre-commit-config.yaml", env=env)
     _run(repo, sys.executable, "-m", "pre_commit", "install", env=env)
     _run(repo, "git", "commit", "-q", "-m", "config", env=env)
+    return repo
 
-    key = "sk-proj-" + "".join(
+
+def _key() -> str:
+    return "sk-proj-" + "".join(
         secrets.choice(string.ascii_letters + string.digits) for _ in range(48)
     )
+
+
+def test_commit_with_key_in_notebook_output_is_blocked_until_cleared(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    repo = _project(tmp_path, env, "leaseline-scan-system")
+    key = _key()
     (repo / "explore.ipynb").write_text(_notebook(key + "\n"))
     _run(repo, "git", "add", "explore.ipynb", env=env)
     blocked = _run(repo, "git", "commit", "-m", "notebook", env=env, check=False)
@@ -114,11 +124,42 @@ def test_commit_with_key_in_notebook_output_is_blocked_until_cleared(
     assert "leaseline scan" in passed.stdout + passed.stderr  # the hook ran and passed
 
 
+def test_fix_hook_rewrites_the_output_and_the_next_commit_passes(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    repo = _project(tmp_path, env, "leaseline-scan-fix-system")
+    key = _key()
+    (repo / "explore.ipynb").write_text(_notebook(key + "\n"))
+    _run(repo, "git", "add", "explore.ipynb", env=env)
+    stopped = _run(repo, "git", "commit", "-m", "notebook", env=env, check=False)
+    assert stopped.returncode != 0, stopped.stdout + stopped.stderr
+    shown = stopped.stdout + stopped.stderr
+    assert "fixed explore.ipynb" in shown and key not in shown
+    fixed = (repo / "explore.ipynb").read_text()
+    assert key not in fixed and json.loads(fixed)["cells"][0]["outputs"][0]["text"] == ["***\n"]
+
+    _run(repo, "git", "add", "explore.ipynb", env=env)
+    passed = _run(repo, "git", "commit", "-m", "notebook", env=env, check=False)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    committed = _run(repo, "git", "show", "HEAD:explore.ipynb", env=env).stdout
+    assert key not in committed
+
+
 def test_hook_definitions() -> None:
     import yaml
 
     hooks = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
-    assert set(hooks) == {"leaseline-scan", "leaseline-scan-system"}
-    assert hooks["leaseline-scan"]["language"] == "python"
-    assert hooks["leaseline-scan-system"]["language"] == "system"
-    assert all(h["entry"] == "python -m leaseline.scan" for h in hooks.values())
+    assert set(hooks) == {
+        "leaseline-scan",
+        "leaseline-scan-system",
+        "leaseline-scan-fix",
+        "leaseline-scan-fix-system",
+    }
+    for name in ("leaseline-scan", "leaseline-scan-fix"):
+        assert hooks[name]["language"] == "python"
+        assert hooks[f"{name}-system"]["language"] == "system"
+    assert hooks["leaseline-scan"]["entry"] == hooks["leaseline-scan-system"]["entry"]
+    assert hooks["leaseline-scan"]["entry"] == "python -m leaseline.scan"
+    fix_hooks = [hooks["leaseline-scan-fix"], hooks["leaseline-scan-fix-system"]]
+    assert all(h["entry"] == "python -m leaseline.scan --fix" for h in fix_hooks)
+    assert all(h["types"] == ["jupyter"] for h in fix_hooks)
