@@ -151,3 +151,31 @@ def test_server_down_names_no_password(tmp_path: Path, monkeypatch: pytest.Monke
     code, _, err = invoke("--mlflow", f"http://u:{password}@127.0.0.1:{free_port()}")
     assert code == 5 and "could not read the tracking server" in err
     assert password not in err
+
+
+def test_a_clean_server_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, managed: tuple[str, str, Path]
+) -> None:
+    """A server of its own, every experiment scanned (no ``--experiment``): runs that logged
+    only ordinary params and artefacts are no finding."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.mlflow.conftest import start_mlflow_server
+
+    _, _, config = managed
+    (tmp_path / "clean-server").mkdir()
+    server = start_mlflow_server(tmp_path / "clean-server")
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", server.admin_username)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
+        client = MlflowClient(tracking_uri=server.uri)
+        name = _experiment(server)
+        for lr in ("0.001", "0.01"):
+            run_id = client.create_run(client.get_experiment_by_name(name).experiment_id)
+            client.log_param(run_id.info.run_id, "lr", lr)
+            client.log_text(run_id.info.run_id, "model: resnet18\nepochs: 3\n", "config.yaml")
+        code, out, err = invoke("--mlflow", server.uri, "--config", str(config))
+    finally:
+        server.stop()
+    assert code == 0, out + err
+    assert "no credentials found" in out
