@@ -100,7 +100,7 @@ class Listen:
         if self.path is not None:
             return (
                 f'listener "unix" {{\n  address = {json.dumps(str(self.path))}\n'
-                '  socket_mode = "0660"\n  tls_disable = true\n}\n'
+                '  tls_disable = true\n}\n'
             )
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f'listener "tcp" {{\n  address = "{host}:{self.port}"\n  tls_disable = true\n}}\n'
@@ -232,6 +232,8 @@ class Proxy:
             if self.proc is None or self.proc.poll() is not None:
                 return False
             if self.listen.answers():
+                if self.listen.path is not None:  # bao binds it 0755 (owner only may connect)
+                    os.chmod(self.listen.path, 0o660)
                 return True
             time.sleep(0.1)
         return False
