@@ -217,7 +217,7 @@ def test_a_lease_reaching_max_ttl_behind_the_proxy_rotates_without_reader_errors
     ref = f"vault://{vault_db.creds_path(role)}"
     node.start()
     env = node.worker_env(vault_db, LEASELINE_RESOLVER__DEADLINE="10")
-    procs = [worker("rotate", ref, env, "20") for _ in range(2)]
+    procs = [worker("rotate", ref, env, "30") for _ in range(2)]
     reports = [result(p) for p in procs]
     for report in reports:
         assert report["errors"] == [], report["errors"]
