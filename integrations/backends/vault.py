@@ -472,6 +472,11 @@ class VaultBackend:
         return self._child
 
     @property
+    def leases_served(self) -> bool:
+        """Behind a node's proxy, leases are the proxy's (see :class:`ServedLeases`)."""
+        return self.config.proxy
+
+    @property
     def accessor(self) -> str | None:
         """The accessor of the token reads are made with (safe to log; not the token)."""
         return self._accessor

@@ -260,3 +260,36 @@ def test_a_listen_address_off_loopback_is_refused(listen: str, tmp_path: Path) -
     assert out.returncode == 2
     assert "--listen" in out.stderr
     assert ("loopback" in out.stderr) or ("HOST:PORT" in out.stderr), out.stderr
+
+
+def test_a_run_behind_the_proxy_records_no_lease_for_cleanup_to_revoke(
+    openbao: OpenBao, vault_db: DatabaseEngine, node: NodeProxy, tmp_path: Path
+) -> None:
+    """The served lease is the node's: a killed task's `revoke --orphaned` must not end it for
+    every other process, so the ledger holds no lease of it (and no token: the task has none)."""
+    role = vault_db.create_db_role("run-" + secrets.token_hex(3), default_ttl="10m")
+    node.start()
+    ledger = tmp_path / "task-ledger.jsonl"
+    env = {**node.worker_env(vault_db), "LEASELINE_LEDGER__PATH": str(ledger)}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leaseline.cli",
+            "run",
+            "--env",
+            f"DB_USER=vault://{vault_db.creds_path(role)}#username",
+            "--",
+            sys.executable,
+            "-c",
+            "import os; assert os.environ['DB_USER']",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    ops = [json.loads(line)["op"] for line in ledger.read_text().splitlines()]
+    assert "run" in ops
+    assert "lease" not in ops and "token" not in ops, ops
