@@ -100,7 +100,7 @@ class Listen:
         if self.path is not None:
             return (
                 f'listener "unix" {{\n  address = {json.dumps(str(self.path))}\n'
-                '  tls_disable = true\n}\n'
+                "  tls_disable = true\n}\n"
             )
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f'listener "tcp" {{\n  address = "{host}:{self.port}"\n  tls_disable = true\n}}\n'
