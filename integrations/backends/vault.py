@@ -471,6 +471,22 @@ class VaultBackend:
             )
         return self._child
 
+    def node_token_ttl(self) -> float | None:
+        """Seconds the token of :meth:`node_token` has left, its login's included (``None``: no
+        expiry); raises
+        :class:`AccessDenied` when it is gone, :class:`BackendUnavailable` when Vault is."""
+        child, login = self._child, self._login_token
+        if not child or not login:
+            raise AccessDenied(f"store {self.name} holds no node token", store=self.name)
+        ttls = []
+        for token in (child, login):  # a child token ends with its parent, whatever its own TTL
+            info = self._request(
+                "GET", "auth/token/lookup-self", ref="auth/token/lookup-self", token=token
+            )["data"]
+            if info.get("ttl"):
+                ttls.append(float(info["ttl"]))
+        return min(ttls, default=None)
+
     @property
     def leases_served(self) -> bool:
         """Behind a node's proxy, leases are the proxy's (see :class:`ServedLeases`)."""

@@ -6,7 +6,8 @@ proxy`` (``vault proxy`` when that is the binary found) through a ``token_file``
 generated config: ``cache {}`` serves one leased response to every process of the node and
 renews it, ``api_proxy { use_auto_auth_token = "force" }`` puts the node's token on every
 request, so the processes hold no token at all. The child is health-checked and restarted with
-backoff; on SIGTERM the node token is revoked, and every lease minted through the proxy with it.
+backoff, and the node token is replaced (a new login) when its login reaches its max TTL; on
+SIGTERM the node token is revoked, and every lease minted through the proxy with it.
 The run and its token are in the lease ledger, so a ``kill -9`` is cleaned up by ``leaseline
 leases revoke --orphaned``; the proxy child dies with its parent (``PR_SET_PDEATHSIG``).
 """
@@ -167,6 +168,8 @@ class Proxy:
         binary: str,
         *,
         interval: float = 1.0,
+        token_check: float = 5.0,
+        min_token_ttl: float = 15.0,
     ) -> None:
         from .._ledger import Recorder
 
@@ -175,12 +178,15 @@ class Proxy:
         self.listen = listen
         self.binary = binary
         self.interval = interval
+        self.token_check = token_check  # how often the node token's TTL is looked up
+        self.min_token_ttl = min_token_ttl  # log in again when it has less left
         self.recorder = Recorder(ledger, resolver, "proxy", listen=listen.addr)
         self.stopping = threading.Event()
         self.dir = Path(tempfile.mkdtemp(prefix="leaseline-proxy-"))  # 0700
         self.log = self.dir / "proxy.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.replaced: list[str] = []  # accessors of node tokens replaced by a new login
 
     def backend(self) -> VaultBackend:
         from ..backends.vault import VaultBackend
@@ -192,13 +198,16 @@ class Proxy:
 
     def start(self) -> None:
         """Log in, take the node token, write the config (0600), start the proxy."""
+        if self.listen.answers():
+            fail(
+                f"something already listens on {self.listen.addr} (another leaseline proxy?): "
+                "stop it, or give another --listen address",
+                1,
+            )
         backend = self.backend()
         token = backend.node_token()
         self.recorder.record([self.store])  # the node token's accessor, before anything else
-        token_file = self.dir / "token"
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token)
+        token_file = self._write_token(token)
         config = self.dir / "proxy.hcl"
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -209,7 +218,7 @@ class Proxy:
                 if stat.S_ISSOCK(self.listen.path.lstat().st_mode):
                     self.listen.path.unlink()  # a stale socket of a killed proxy
         self._spawn()
-        if not self._wait_ready(30):
+        if not self._wait_ready(30) and not self.stopping.is_set():
             self._terminate()
             fail(f"the proxy did not start listening on {self.listen.addr}:\n{self._tail()}", 1)
 
@@ -244,12 +253,55 @@ class Proxy:
         except OSError:
             return "(no log)"
 
+    def _write_token(self, token: str) -> Path:
+        """The node token to ``token`` in the private directory (0600, replaced atomically)."""
+        path = self.dir / "token"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".token-")  # 0600
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token)
+        os.replace(tmp, path)
+        return path
+
+    def _check_token(self) -> None:
+        """Log in again when the node token is gone or ends soon (its login reached its max
+        TTL: renewal no longer extends it), and restart the proxy with the new one."""
+        from .._exceptions import AccessDenied, BackendUnavailable, LeaselineError
+
+        backend = self.backend()
+        try:
+            ttl = backend.node_token_ttl()
+        except AccessDenied:
+            ttl = 0.0
+        except BackendUnavailable:
+            return  # nothing to decide while Vault is unreachable
+        if ttl is None or ttl > self.min_token_ttl:
+            return
+        _say(f"the node token ends in {ttl:.0f}s (its login's max TTL): logging in again")
+        if backend.child_token_accessor:
+            self.replaced.append(backend.child_token_accessor)
+        try:
+            backend.reauthenticate()
+            token = backend.node_token()
+        except LeaselineError as exc:
+            _say(f"logging in again failed, retrying: {exc}")
+            return
+        self.recorder.record([self.store])
+        self._write_token(token)
+        self._terminate()
+        self._spawn()
+        self._wait_ready(30)
+
     def run(self) -> None:
         """Until :meth:`stop`: restart the proxy when it exits or stops answering (backoff 1 s,
-        doubling to 30 s; reset once it has served for a minute)."""
+        doubling to 30 s; reset once it has served for a minute); renew the node token's login
+        when it ends (see :meth:`_check_token`)."""
         backoff, failures, since = 1.0, 0, time.monotonic()
+        next_check = time.monotonic() + self.token_check
         while not self.stopping.wait(self.interval):
             assert self.proc is not None
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.token_check
+                self._check_token()
             code = self.proc.poll()
             if code is None and self.listen.answers():
                 failures = 0
@@ -289,6 +341,9 @@ class Proxy:
         not be revoked (kept in the ledger as pending)."""
         try:
             self._terminate()
+            for accessor in self.replaced:  # ending on their own anyway: end them now
+                with contextlib.suppress(Exception):
+                    self.backend().revoke_accessor(accessor)
             self.resolver.close()
         finally:
             self.recorder.done()

@@ -293,3 +293,51 @@ def test_a_run_behind_the_proxy_records_no_lease_for_cleanup_to_revoke(
     ops = [json.loads(line)["op"] for line in ledger.read_text().splitlines()]
     assert "run" in ops
     assert "lease" not in ops and "token" not in ops, ops
+
+
+def test_the_node_token_is_replaced_when_its_login_reaches_max_ttl(
+    openbao: OpenBao, vault_db: DatabaseEngine, tmp_path: Path
+) -> None:
+    """An AppRole login whose token lives 30 s at most: the proxy logs in again before the node
+    token dies, and the workers never see an error."""
+    assert openbao.seeds is not None
+    c = openbao.client()
+    role = "proxy-short-" + secrets.token_hex(3)
+    c.auth.approle.create_or_update_approle(
+        role_name=role,
+        token_policies=[openbao.seeds.policy],
+        token_ttl="30s",
+        token_max_ttl="30s",
+        mount_point="approle",
+    )
+    role_id = c.auth.approle.read_role_id(role_name=role, mount_point="approle")["data"]["role_id"]
+    secret_id = c.auth.approle.generate_secret_id(role_name=role, mount_point="approle")["data"][
+        "secret_id"
+    ]
+    c.secrets.kv.v2.create_or_update_secret(path="fleet/short", secret={"v": secrets.token_hex(8)})
+    node = NodeProxy(openbao, tmp_path, f"127.0.0.1:{free_port()}")
+    auth = {"method": "approle", "role_id": role_id, "secret_id": secret_id}
+    node.env = {
+        **node.base,
+        "VAULT_ADDR": openbao.addr,
+        "LEASELINE_STORES__VAULT__AUTH": json.dumps(auth),
+    }
+    since = len(openbao.audit_lines())
+    node.start()
+    env = node.worker_env(
+        vault_db, LEASELINE_RESOLVER__CACHE="false", LEASELINE_RESOLVER__DEADLINE="15"
+    )
+    proc = worker("loop", "vault://secret/fleet/short#v", env)
+    try:
+        _lines_until(proc, "ok")
+        time.sleep(40)  # past the first login's max TTL
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        assert node.stop() == 0, node.log.read_text()[-3000:]
+    lines = out.splitlines()
+    assert lines and not [line for line in lines if line.startswith("err")], lines[-5:]
+    assert "logging in again" in node.log.read_text()
+    assert requests_to(openbao, since, "auth/approle/login") >= 2
