@@ -233,6 +233,7 @@ class Proxy:
                 cwd=self.dir,
                 env=env,
                 preexec_fn=_die_with_parent,
+                start_new_session=True,  # a terminal's Ctrl-C reaches leaseline only: it stops
             )
 
     def _wait_ready(self, timeout: float) -> bool:
