@@ -222,8 +222,10 @@ def test_a_lease_reaching_max_ttl_behind_the_proxy_rotates_without_reader_errors
     for report in reports:
         assert report["errors"] == [], report["errors"]
         assert int(str(report["rotations"])) >= 1, report
-        # on_rotate fired once per new credential, not on every re-read of the served lease
-        assert int(str(report["rotations"])) == len(report["users"]) - 1, report  # type: ignore[arg-type]
+        # on_rotate fires for a new credential, never for a re-read of the same served lease
+        # (a reader's retry_on_rotation may invalidate first: that new credential comes
+        # without a rotation event, so fewer rotations than new credentials is possible)
+        assert int(str(report["rotations"])) <= len(report["users"]) - 1, report  # type: ignore[arg-type]
     # both workers were served the same credentials: one per node, also after rotation
     assert set(reports[0]["users"]) & set(reports[1]["users"])  # type: ignore[call-overload]
 
