@@ -19,7 +19,7 @@
   lookups); hvac, and requests with it, are imported only by the login methods that need them
   (not for a plain token).
 
-Why one module of ~800 lines: error translation, tokens, the mount cache, the protocol and the
+Why one module of ~830 lines: error translation, tokens, the mount cache, the protocol and the
 capability methods all work on one client state (token in use, per-task token, known mounts);
 what stands alone is elsewhere (logins: ``vault_auth``; HTTP: ``_http``).
 """
