@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends import PerTaskTokens
+from .backends import PerTaskTokens, ServedLeases
 
 if TYPE_CHECKING:
     from ._resolver import Resolver
@@ -426,6 +426,9 @@ class Recorder:
                 continue
             self._seen.add(str(lease.id))
             store = self.resolver.parse(key).store
+            backend = self.resolver.backend(store)
+            if isinstance(backend, ServedLeases) and backend.leases_served:
+                continue  # the node proxy's lease: ends with its token, never revoked from here
             expires = lease.max_expires_at or lease.expires_at
             records.append(lease_record(store, key, lease.id, expires))
         for store in sorted(set(stores)):

@@ -615,6 +615,10 @@ class Resolver:
 
     def _rotated(self, ref: SecretRef, old: _Entry, new: _Entry) -> None:
         old_lease = old.secret.lease
+        new_lease = new.secret.lease
+        same = new_lease is not None and old_lease is not None and old_lease.id == new_lease.id
+        if same and old_lease is not None and old_lease.id:
+            return  # the same lease served again (a node's proxy caches it): no rotation
         if old_lease is not None and old_lease.id and self._owns(old_lease):
             # The old credential stays valid until it ends on its own, so consumers can swap
             # connections; it is revoked then (or at close).

@@ -8,23 +8,27 @@ requests session, is only loaded for login methods that need it.
 Settings follow requests' conventions, so an environment that works for hvac works here:
 ``verify`` is ``True`` (CA bundle: ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, else certifi's,
 else the system's), ``False``, or a CA file or directory; ``HTTPS_PROXY``/``HTTP_PROXY``/
-``NO_PROXY`` are honoured.
+``NO_PROXY`` are honoured. ``unix:/PATH`` addresses a server listening on a unix socket (a
+node's ``leaseline proxy``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3
+from urllib3.connection import HTTPConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
     InsecureRequestWarning,
     MaxRetryError,
+    NewConnectionError,
     ProxyError,
     ReadTimeoutError,
     SSLError,
@@ -89,6 +93,29 @@ def _proxy_for(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+class _UnixConnection(HTTPConnection):
+    """An HTTP connection over a unix socket (``socket_path``) instead of TCP."""
+
+    def __init__(self, *args: Any, socket_path: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.socket_path = socket_path
+
+    def _new_conn(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        timeout = self.timeout if isinstance(self.timeout, int | float) else None
+        sock.settimeout(timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise NewConnectionError(self, f"{self.socket_path}: {exc.strerror or exc}") from exc
+        return sock
+
+
+class _UnixPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _UnixConnection  # type: ignore[assignment]
+
+
 #: bumped when a signal handler is about to revoke: every ``Http`` then starts a new pool.
 _generation = 0
 
@@ -124,11 +151,14 @@ class Http:
                 category=InsecureRequestWarning,
             )
         self._options = options
-        self._proxy = _proxy_for(addr)
+        self._socket = addr[len("unix:") :] if addr.startswith("unix:") else None
+        self._proxy = None if self._socket else _proxy_for(addr)
         self._generation = _generation
         self._manager = self._new_manager()
 
-    def _new_manager(self) -> urllib3.PoolManager:
+    def _new_manager(self) -> urllib3.PoolManager | _UnixPool:
+        if self._socket:
+            return _UnixPool("localhost", maxsize=10, block=False, socket_path=self._socket)
         if self._proxy:
             return urllib3.ProxyManager(self._proxy, **self._options)
         return urllib3.PoolManager(**self._options)
@@ -152,7 +182,7 @@ class Http:
         try:
             resp = self._manager.request(
                 method,
-                self.addr + path,
+                path if self._socket else self.addr + path,
                 body=payload,
                 headers=headers,
                 timeout=self.timeout,
@@ -165,7 +195,10 @@ class Http:
         return Response(resp.status, resp.headers, resp.data)
 
     def close(self) -> None:
-        self._manager.clear()
+        if isinstance(self._manager, _UnixPool):
+            self._manager.close()
+        else:
+            self._manager.clear()
 
 
 def _failure(exc: BaseException) -> HttpFailure:

@@ -13,6 +13,8 @@ capability             what it adds                                    stores
 :class:`HealthChecked`     ``check()`` for ``leaseline doctor``         vault
 :class:`PerTaskTokens`     the per-task token's accessor, revocation   vault
                            by accessor (``leases revoke --orphaned``)
+:class:`ServedLeases`      leases a node's proxy owns: not recorded,   vault (``proxy = true``)
+                           renewed or revoked by the process
 :class:`Versioned`         read/write/retire versions (rotation)       vault (KV v2), memory
 :class:`StagingLabels`     pending/current/previous labels (rotation)  aws-sm
 :class:`StaticRoles`       rotate a credential in place (rotation)     vault (database)
@@ -41,6 +43,7 @@ __all__ = [
     "Reauthenticating",
     "RefreshDefault",
     "SecretMetadata",
+    "ServedLeases",
     "StagingLabels",
     "StaticRoles",
     "Version",
@@ -172,6 +175,17 @@ class PerTaskTokens(Protocol):
 
     def revoke_accessor(self, accessor: str) -> None:
         """Revoke the token with ``accessor`` and every lease under it; gone is fine."""
+        ...
+
+
+@runtime_checkable
+class ServedLeases(Protocol):
+    """A store that can be served leases owned by someone else (a node's ``leaseline proxy``):
+    the lease ledger does not record them, so no cleanup revokes what other processes share."""
+
+    @property
+    def leases_served(self) -> bool:
+        """Leases read now belong to the proxy, not to this process."""
         ...
 
 

@@ -8,13 +8,18 @@
   outlives that TTL. The login token (when the store logged in itself) and the child token are
   renewed by the resolver's scheduler (``BackendContext.renew_token``), like leases: one
   renewal mechanism per process, and a forked child never renews its parent's tokens.
+- ``proxy = true``: ``addr`` is a node's ``leaseline proxy`` (OpenBao/Vault Proxy; ``http://``
+  on loopback or ``unix:/PATH``), which logs in, holds the node's token and caches leased
+  responses. The store sends no token, takes no child token, and never renews or revokes a lease
+  it was served (the proxy owns it): it re-reads when the lease ends, at its real remaining TTL
+  (``sys/leases/lookup`` through the proxy, since a cached response repeats its first TTL).
 - Rotation writes through the capability methods (``read_version``, ``write_version``,
   ``retire_version`` on KV v2; ``rotate_static_role`` for database static roles).
 - Requests go straight through a urllib3 pool (``._http``; one request per read, no extra
   lookups); hvac, and requests with it, are imported only by the login methods that need them
   (not for a plain token).
 
-Why one module of ~700 lines: error translation, tokens, the mount cache, the protocol and the
+Why one module of ~830 lines: error translation, tokens, the mount cache, the protocol and the
 capability methods all work on one client state (token in use, per-task token, known mounts);
 what stands alone is elsewhere (logins: ``vault_auth``; HTTP: ``_http``).
 """
@@ -68,6 +73,7 @@ _OPTIONS = {
     "timeout",
     "auth",
     "child_token",
+    "proxy",
 }
 _STATIC_CREDS = re.compile(r"(?P<mount>.+)/static-creds/(?P<role>[^/]+)")
 
@@ -81,6 +87,8 @@ class VaultConfig:
     auth: Auth
     child_token: bool
     child_ttl: float | None
+    #: ``addr`` is a node's ``leaseline proxy``: no token, no child token, leases are its own
+    proxy: bool = False
 
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any], task_ttl: float | None) -> VaultConfig:
@@ -93,8 +101,16 @@ class VaultConfig:
             or env.get("BAO_ADDR")
             or "https://127.0.0.1:8200"
         )
-        if not addr.startswith(("http://", "https://")):
-            raise ConfigError(f"{where} addr: expected http(s)://HOST:PORT, got {addr!r}")
+        proxy = _flag(opts.get("proxy", False))
+        if proxy and addr.startswith("unix:"):
+            if not addr[len("unix:") :].startswith("/"):
+                raise ConfigError(f"{where} addr: expected unix:/ABSOLUTE/PATH, got {addr!r}")
+        elif not addr.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{where} addr: expected http(s)://HOST:PORT"
+                + (" or unix:/PATH (with proxy = true)" if proxy else "")
+                + f", got {addr!r}"
+            )
         skip = opts.get("tls_skip_verify", False)
         if not isinstance(skip, bool):
             skip = str(skip).lower() in {"true", "1", "yes"}
@@ -110,8 +126,7 @@ class VaultConfig:
             child = {"enabled": child}
         if not isinstance(child, Mapping):
             raise ConfigError(f'{where} child_token: expected a table such as {{ ttl = "6h" }}')
-        enabled = child.get("enabled", True)
-        enabled = enabled if isinstance(enabled, bool) else str(enabled).lower() in {"true", "1"}
+        enabled = _flag(child.get("enabled", True)) and not proxy
         ttl = (
             parse_duration(child["ttl"], f"{where} child_token.ttl") if "ttl" in child else task_ttl
         )
@@ -123,7 +138,12 @@ class VaultConfig:
             auth=auth_from_table(auth_table, where),
             child_token=enabled,
             child_ttl=ttl,
+            proxy=proxy,
         )
+
+
+def _flag(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in {"true", "1", "yes"}
 
 
 class _TokenHolder:
@@ -166,8 +186,8 @@ class VaultBackend:
         self, method: str, path: str, *, ref: str, token: str | None = None, body: Any = None
     ) -> dict[str, Any]:
         headers = {"X-Vault-Request": "true"}
-        tok = token or self._ensure_token()
-        headers["X-Vault-Token"] = tok
+        if not self.config.proxy:  # behind the proxy, its token is forced on every request
+            headers["X-Vault-Token"] = token or self._ensure_token()
         if self.config.namespace:
             headers["X-Vault-Namespace"] = self.config.namespace
         try:
@@ -181,6 +201,14 @@ class VaultBackend:
                     ref=ref,
                     store=self.name,
                     transient=False,
+                ) from exc
+            if self.config.proxy:
+                raise BackendUnavailable(
+                    f"cannot reach the leaseline proxy at {self.config.addr} ({exc.kind}): start "
+                    f"it on this node with `leaseline proxy --listen {_listen(self.config.addr)}`, "
+                    f"or set [stores.{self.name}] proxy = false to talk to Vault directly",
+                    ref=ref,
+                    store=self.name,
                 ) from exc
             if exc.kind == "timeout":
                 raise BackendUnavailable(
@@ -215,6 +243,14 @@ class VaultBackend:
         where = f"{path} at {self.config.addr}"
         if status == 404:
             raise SecretNotFound(f"{ref}: nothing at {where}", ref=ref, store=self.name)
+        if status in (401, 403) and self.config.proxy:
+            raise AccessDenied(
+                f"{ref}: Vault refused {path.partition('?')[0]} to the leaseline proxy at "
+                f"{self.config.addr} ({status}): the node's token (the proxy's store config) "
+                "needs that capability, or it expired: check the proxy's log",
+                ref=ref,
+                store=self.name,
+            )
         if status in (401, 403):
             if self._token_rejected(status, detail, path):
                 raise AccessDenied(
@@ -279,6 +315,8 @@ class VaultBackend:
     # -- tokens -----------------------------------------------------------------------------------
 
     def _ensure_token(self) -> str:
+        if self.config.proxy:
+            return ""  # the proxy's token is used
         token = self._token
         if token is not None:
             return token
@@ -415,6 +453,45 @@ class VaultBackend:
             self._login()
             self._make_child()
 
+    def node_token(self) -> str:
+        """Log in and take a child token, and return it: the token ``leaseline proxy`` hands to
+        OpenBao Proxy. Revoked by :meth:`close` (with every lease minted under it)."""
+        if self.config.proxy:
+            raise ConfigError(
+                f"[stores.{self.name}] proxy = true: the proxy itself needs the server's address "
+                "and a login; run `leaseline proxy` with a config where proxy is false"
+            )
+        self._ensure_token()
+        if not self._child:
+            raise AccessDenied(
+                f"the token of store {self.name} cannot create child tokens at "
+                f"{self.config.addr}: the proxy needs a per-node child token (grant "
+                '"auth/token/create" create/update, and do not set child_token = false)',
+                store=self.name,
+            )
+        return self._child
+
+    def node_token_ttl(self) -> float | None:
+        """Seconds the token of :meth:`node_token` has left, its login's included (``None``: no
+        expiry); raises
+        :class:`AccessDenied` when it is gone, :class:`BackendUnavailable` when Vault is."""
+        child, login = self._child, self._login_token
+        if not child or not login:
+            raise AccessDenied(f"store {self.name} holds no node token", store=self.name)
+        ttls = []
+        for token in (child, login):  # a child token ends with its parent, whatever its own TTL
+            info = self._request(
+                "GET", "auth/token/lookup-self", ref="auth/token/lookup-self", token=token
+            )["data"]
+            if info.get("ttl"):
+                ttls.append(float(info["ttl"]))
+        return min(ttls, default=None)
+
+    @property
+    def leases_served(self) -> bool:
+        """Behind a node's proxy, leases are the proxy's (see :class:`ServedLeases`)."""
+        return self.config.proxy
+
     @property
     def accessor(self) -> str | None:
         """The accessor of the token reads are made with (safe to log; not the token)."""
@@ -482,6 +559,8 @@ class VaultBackend:
         lease_id = body.get("lease_id") or None
         duration = float(body.get("lease_duration") or 0)
         lease = None
+        if self.config.proxy and lease_id and duration > 0:
+            return ReadResult(fields, self._served(lease_id, duration, key), identity=identity)
         if mount.kind == "other" and duration > 0:
             lease = Lease.starting(
                 lease_id,
@@ -491,8 +570,22 @@ class VaultBackend:
             )
         return ReadResult(fields, lease, identity=identity)
 
+    def _served(self, lease_id: str, duration: float, ref: str) -> Lease:
+        """A lease the proxy served (perhaps from its cache, with the TTL of its first response):
+        not ours to renew; it ends when the server says (``sys/leases/lookup``, when allowed)."""
+        try:
+            info = self._request(
+                "PUT", "sys/leases/lookup", ref=ref, body={"lease_id": lease_id}
+            ).get("data")
+            duration = float((info or {}).get("ttl") or duration)
+        except BackendUnavailable:
+            raise
+        except LeaselineError:  # not allowed to look leases up: the served TTL it is
+            pass
+        return Lease.starting(lease_id, duration, renewable=False, now=self._clock())
+
     def renew(self, lease: Lease) -> Lease:
-        if not lease.id:
+        if not lease.id or self.config.proxy:
             return lease
         try:
             body = self._request(
@@ -510,8 +603,8 @@ class VaultBackend:
         return lease.renewed(float(body.get("lease_duration") or 0), now=self._clock())
 
     def revoke(self, lease: Lease) -> None:
-        if not lease.id:
-            return
+        if not lease.id or self.config.proxy:
+            return  # the proxy's lease: it ends with the node's token
         try:
             self._request("PUT", "sys/leases/revoke", ref=lease.id, body={"lease_id": lease.id})
         except SecretNotFound:
@@ -714,6 +807,11 @@ class VaultBackend:
         self._http.close()
         if failed is not None:
             raise failed
+
+
+def _listen(addr: str) -> str:
+    """The ``--listen`` form of a proxy address: ``unix:/PATH`` or ``HOST:PORT``."""
+    return addr if addr.startswith("unix:") else addr.split("://", 1)[-1]
 
 
 def _stringify(data: Mapping[str, Any]) -> dict[str, str]:

