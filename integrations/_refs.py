@@ -129,6 +129,13 @@ def is_reference(text: str) -> bool:
     return bool(sep) and bool(_STORE.match(head))
 
 
+def _wordlike(name: str) -> bool:
+    """Made of words, as alias names are (``trainer_db``, ``openai-key-2``): no part of 16+
+    characters, none of 8+ with a digit in it (``canary-dfcfa689566da4b65c6ac6bb`` is a value)."""
+    parts = re.split(r"[-_.]", name)
+    return all(len(p) < 16 and not (len(p) >= 8 and any(c.isdigit() for c in p)) for p in parts)
+
+
 def parse(ref: str, *, aliases: Mapping[str, str] | None = None) -> SecretRef:
     """Parse ``ref`` into a :class:`SecretRef`.
 
@@ -292,7 +299,7 @@ def _parse_alias(ref: str, aliases: Mapping[str, str] | None) -> SecretRef:
         )
     known = f"; known aliases: {', '.join(sorted(aliases))}" if aliases else ""
     # Quote only short, word-like names (a mistyped alias); anything denser may be a value.
-    if _ALIAS.match(name) and len(ref) <= 32 and shannon_entropy(ref) < 3.5:
+    if _ALIAS.match(name) and len(ref) <= 32 and shannon_entropy(ref) < 3.5 and _wordlike(ref):
         raise InvalidReference(
             f"'{ref}' is neither a reference nor a configured alias: expected {_SYNTAX}{known}",
             ref=ref,

@@ -103,6 +103,9 @@ def test_values_are_refused_without_being_echoed() -> None:
         # letters only (1 in ~30 random ids): the table once wanted a digit too, and echoed it
         "AKIA" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(16)),
         secrets.token_urlsafe(32),
+        # word-like and of low entropy, yet a value (1 in ~120 of the test canaries was quoted)
+        "canary-" + "".join(secrets.choice("abcdef0123") for _ in range(24)),
+        "correcthorsebatterystaple",
         "postgresql://user:" + secrets.token_hex(8) + "@db.internal/train",
     ):
         with pytest.raises(InvalidReference) as info:
