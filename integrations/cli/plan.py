@@ -135,11 +135,11 @@ def _table(plans: list[Any]) -> None:
     rows = [("STAGE", "REFERENCE", "GRANT")]
     for p in plans:
         for grant in p.grants:
-            for ref in grant.references:
+            for ref in grant.references or ("-",):
                 rows.append((p.stage.name, ref, f"{','.join(grant.capabilities)} {grant.path}"))
         for statement in (p.iam or {}).get("Statement", []):
             for resource in statement["Resource"]:
-                rows.append((p.stage.name, "", f"{statement['Action'][0]} {resource}"))
+                rows.append((p.stage.name, "-", f"{statement['Action'][0]} {resource}"))
         if not p.grants and not p.iam:
             for ref in sorted(p.stage.references):
                 rows.append((p.stage.name, ref, "(no store policy: not a Vault or AWS reference)"))

@@ -1,0 +1,245 @@
+"""``leaseline plan``: references per stage from files, and the least policy for each."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from leaseline.plan import AirflowMapping, plan
+from leaseline.plan._policy import iam_policy, vault_grants
+
+from tests.cli.conftest import base_env, leaseline
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+TOKEN_SELF = [
+    ("auth/token/lookup-self", ("read",)),
+    ("auth/token/renew-self", ("update",)),
+    ("auth/token/revoke-self", ("update",)),
+    ("auth/token/create", ("update",)),
+]
+LEASES = [("sys/leases/renew", ("update",)), ("sys/leases/revoke", ("update",))]
+
+
+def readme_backend_kwargs() -> dict[str, object]:
+    """The ``[secrets] backend_kwargs`` line of examples/airflow/README.md."""
+    text = (EXAMPLES / "airflow" / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("backend_kwargs = "))
+    return dict(json.loads(line.split("=", 1)[1]))
+
+
+def grants(stage_plan: object) -> list[tuple[str, tuple[str, ...]]]:
+    return [(g.path, g.capabilities) for g in stage_plan.grants]  # type: ignore[attr-defined]
+
+
+def by_name(plans: list[object]) -> dict[str, object]:
+    return {p.stage.name: p for p in plans}  # type: ignore[attr-defined]
+
+
+def test_example_dag_task_gets_exact_kv_and_creds_paths() -> None:
+    mapping = AirflowMapping.from_kwargs(readme_backend_kwargs())
+    plans = by_name(plan([EXAMPLES / "airflow"], airflow=mapping))
+    train = plans["llm_training/train"]
+    assert train.stage.kind == "dag/task"  # type: ignore[attr-defined]
+    assert grants(train) == [
+        ("database/creds/etl", ("read",)),
+        ("secret/data/airflow/variables/llm_api_key", ("read",)),
+        *LEASES,
+        *TOKEN_SELF,
+    ]
+    assert train.policy == "leaseline-llm_training-train"  # type: ignore[attr-defined]
+    assert any("KV v2" in n for n in train.notes)  # type: ignore[attr-defined]
+
+
+def test_each_task_of_a_dag_is_its_own_stage(tmp_path: Path) -> None:
+    (tmp_path / "two.py").write_text(
+        textwrap.dedent(
+            """
+            from airflow.sdk import BaseHook, Variable, dag, task
+
+            @dag(dag_id="two_steps")
+            def pipeline():
+                @task
+                def load():
+                    return BaseHook.get_connection("warehouse")
+
+                @task.virtualenv(task_id="score")
+                def evaluate():
+                    return Variable.get("llm_key")
+
+                @task
+                def report():
+                    return Variable.get("other")  # not matched by the pattern: not leaseline's
+
+                load() >> evaluate() >> report()
+
+            pipeline()
+            """
+        )
+    )
+    mapping = AirflowMapping.from_kwargs(
+        {
+            "variables_ref": "vault://secret/ml/{key}#value",
+            "variables_lookup_pattern": "^llm_",
+            "connections_ref": "vault://database/creds/{conn_id}",
+        }
+    )
+    plans = by_name(plan([tmp_path], airflow=mapping))
+    assert set(plans) == {"two_steps/load", "two_steps/score", "two_steps/report"}
+    assert grants(plans["two_steps/load"])[0] == ("database/creds/warehouse", ("read",))
+    assert grants(plans["two_steps/score"]) == [("secret/data/ml/llm_key", ("read",)), *TOKEN_SELF]
+    assert plans["two_steps/report"].grants == []  # type: ignore[attr-defined]
+    assert "maps to no reference" in plans["two_steps/report"].stage.notes[0]  # type: ignore[attr-defined]
+
+
+def test_a_dag_without_backend_kwargs_says_its_lookups_are_unmapped() -> None:
+    plans = by_name(plan([EXAMPLES / "airflow"]))
+    notes = plans["llm_training/train"].stage.notes  # type: ignore[attr-defined]
+    assert any("Variable 'llm_api_key'" in n and "--airflow-backend-kwargs" in n for n in notes)
+    assert any("Connection 'training_db'" in n for n in notes)
+
+
+def test_prefect_flow_tasks_are_stages_of_their_own(tmp_path: Path) -> None:
+    (tmp_path / "flow.py").write_text(
+        textwrap.dedent(
+            """
+            from leaseline.prefect import SecretReference
+            from prefect import flow, task
+
+            @task
+            def embed():
+                return SecretReference(ref="vault://secret/llm/openai#api_key").get()
+
+            @task(name="fetch-rows")
+            def rows():
+                return SecretReference(ref="aws-sm://prod/warehouse#password").get()
+
+            @flow
+            def nightly():
+                rows(); embed()
+            """
+        )
+    )
+    plans = by_name(plan([tmp_path]))
+    assert set(plans) == {"flow.embed", "flow.fetch-rows"}
+    assert plans["flow.embed"].stage.kind == "flow/task"  # type: ignore[attr-defined]
+    assert grants(plans["flow.embed"])[0] == ("secret/data/llm/openai", ("read",))
+    assert plans["flow.embed"].iam is None  # type: ignore[attr-defined]
+    assert plans["flow.fetch-rows"].grants == []  # type: ignore[attr-defined]
+    assert plans["flow.fetch-rows"].iam["Statement"][0]["Resource"] == [  # type: ignore[attr-defined]
+        "arn:aws:secretsmanager:*:*:secret:prod/warehouse-??????"
+    ]
+
+
+def compile_example_pipeline(path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("kfp_example", EXAMPLES / "kfp" / "pipeline.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["compile", str(path)]) == 0
+
+
+def test_compiled_kfp_spec_gives_each_component_its_references(tmp_path: Path) -> None:
+    compile_example_pipeline(tmp_path / "pipeline.yaml")
+    plans = by_name(plan([tmp_path / "pipeline.yaml"]))
+    assert set(plans) == {"leaseline-training/prepare-data", "leaseline-training/train"}
+    prepare, train = plans["leaseline-training/prepare-data"], plans["leaseline-training/train"]
+    assert prepare.stage.references == {  # type: ignore[attr-defined]
+        "vault://database/creds/reader#username",
+        "vault://database/creds/reader#password",
+    }
+    # train's reference is in its component's code (leaseline.kfp.component(secrets=...))
+    assert train.stage.references == {"vault://secret/llm/openai#api_key"}  # type: ignore[attr-defined]
+    assert grants(prepare) == [("database/creds/reader", ("read",)), *LEASES, *TOKEN_SELF]
+    assert grants(train) == [("secret/data/llm/openai", ("read",)), *TOKEN_SELF]
+
+
+def test_manifest_and_aliases(tmp_path: Path) -> None:
+    (tmp_path / "train.toml").write_text(
+        '[env]\nOPENAI_API_KEY = "vault://secret/llm/openai#api_key"\n'
+        '[files]\nPGPASSFILE = "vault://kv1/db#pgpass"\n'
+    )
+    (tmp_path / "leaseline.toml").write_text(
+        '[aliases]\nhf = "aws-ssm:///ml/hf/token"\n[stores.vault]\naddr = "http://127.0.0.1:1"\n'
+    )
+    plans = by_name(plan([tmp_path], mounts={"secret/": 2, "kv1/": 1}))
+    assert plans["train"].stage.kind == "manifest"  # type: ignore[attr-defined]
+    assert grants(plans["train"]) == [
+        ("kv1/db", ("read",)),  # KV v1: the path as it is
+        ("secret/data/llm/openai", ("read",)),
+        *TOKEN_SELF,
+    ]
+    assert plans["train"].notes == []  # type: ignore[attr-defined]  # the mounts were known
+    assert plans["leaseline.aliases"].iam["Statement"] == [  # type: ignore[attr-defined]
+        {
+            "Sid": "SsmGetparameter",
+            "Effect": "Allow",
+            "Action": ["ssm:GetParameter"],
+            "Resource": ["arn:aws:ssm:*:*:parameter/ml/hf/token"],
+        }
+    ]
+
+
+def test_named_vault_store_and_server_mounts() -> None:
+    plan_ = vault_grants(
+        ["prod://database/creds/etl#password", "prod://kv/app#k", "vault://other/x"],
+        vault_stores={"prod"},
+        mounts={"database/": None, "kv/": 2},
+    )
+    assert [(g.path, g.capabilities) for g in plan_.grants] == [
+        ("database/creds/etl", ("read",)),
+        ("kv/data/app", ("read",)),
+        *LEASES,
+        *TOKEN_SELF,
+    ]
+
+
+def test_iam_names_exact_arns() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/openai-AbCdEf"
+    role = "arn:aws:iam::123456789012:role/train"
+    doc = iam_policy(
+        [f"aws-sm://{arn}#api_key", f"aws-sts://{role}?duration=900", "aws-ssm:///ml/k"],
+        store_types={},
+        region="eu-west-1",
+        account="123456789012",
+    )
+    assert doc is not None
+    assert {s["Action"][0]: s["Resource"] for s in doc["Statement"]} == {
+        "secretsmanager:GetSecretValue": [arn],
+        "ssm:GetParameter": ["arn:aws:ssm:eu-west-1:123456789012:parameter/ml/k"],
+        "sts:AssumeRole": [role],
+    }
+
+
+def test_cli_formats(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    kwargs = json.dumps(readme_backend_kwargs())
+    args = ["plan", str(EXAMPLES / "airflow"), "--airflow-backend-kwargs", kwargs]
+    hcl = leaseline(*args, env=env)
+    assert hcl.returncode == 0, hcl.stderr
+    assert "# policy leaseline-llm_training-train" in hcl.stdout
+    assert 'path "secret/data/airflow/variables/llm_api_key" {' in hcl.stdout
+    doc = json.loads(leaseline(*args, "--format", "json", env=env).stdout)
+    assert doc[0]["stage"] == "llm_training/train"
+    assert doc[0]["vault_policy"].startswith('path "database/creds/etl" {')
+    table = leaseline(*args, "--format", "table", env=env).stdout
+    rows = [line.split() for line in table.splitlines()]
+    assert [
+        "llm_training/train",
+        "vault://database/creds/etl",
+        "read",
+        "database/creds/etl",
+    ] in rows
+    assert ["llm_training/train", "-", "update", "auth/token/create"] in rows
+
+
+@pytest.mark.parametrize("bad", ["[1, 2]", "{nope"])
+def test_cli_refuses_bad_backend_kwargs(tmp_path: Path, bad: str) -> None:
+    result = leaseline(
+        "plan", str(EXAMPLES / "airflow"), "--airflow-backend-kwargs", bad, env=base_env(tmp_path)
+    )
+    assert result.returncode == 2
+    assert "--airflow-backend-kwargs" in result.stderr
