@@ -52,6 +52,12 @@ def _backend_kwargs(value: str | None) -> dict[str, Any] | None:
     is_flag=True,
     help="Write each stage's policy to Vault as leaseline-STAGE (VAULT_ADDR/--addr, VAULT_TOKEN).",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Compare each stage's leaseline-STAGE policy in Vault with the plan; exit 1 when one "
+    "grants more or less than planned (or is missing).",
+)
 @click.option("--aws-region", default="*", show_default=True, help="Region in IAM ARNs.")
 @click.option("--aws-account", default="*", show_default=True, help="Account id in IAM ARNs.")
 @click.pass_context
@@ -62,6 +68,7 @@ def plan(
     airflow_backend_kwargs: str | None,
     addr: str | None,
     apply: bool,
+    check: bool,
     aws_region: str,
     aws_account: str,
 ) -> None:
@@ -79,7 +86,8 @@ def plan(
       leaseline plan pipeline.yaml --addr https://vault:8200 --apply
 
     \b
-    Exit codes: 0 ok, 2 usage or config error, 4 denied, 5 Vault unavailable.
+    Exit codes: 0 ok, 1 --check found a policy that differs from the plan, 2 usage or config
+    error, 4 denied, 5 Vault unavailable.
     """
     from .._config import load_config
     from ..plan import AirflowMapping, vault_locators
@@ -96,7 +104,9 @@ def plan(
         "aws_account": aws_account,
     }
     plans = make_plan(paths, **options)
-    vault = Vault(addr) if addr or apply else None
+    if apply and check:
+        fail("--apply and --check: choose one (--check after --apply finds nothing)")
+    vault = Vault(addr) if addr or apply or check else None
     if vault is not None:
         stores = {"vault"} | {n for n, t in config.stores.items() if t.get("type") == "vault"}
         mounts = vault.mounts(vault_locators(plans, stores))
@@ -112,6 +122,29 @@ def plan(
             if p.grants:
                 vault.write_policy(p.policy, p.hcl)
                 click.echo(f"leaseline: wrote policy {p.policy}", err=True)
+    if check and vault is not None:
+        _check(vault, plans)
+
+
+def _check(vault: Any, plans: list[Any]) -> None:
+    from ..plan._policy import compare, parse_hcl
+
+    differs = 0
+    for p in plans:
+        if not p.grants:
+            continue
+        current = vault.read_policy(p.policy)
+        problems = (
+            ["is missing from Vault: write it with `leaseline plan --apply`"]
+            if current is None
+            else compare(p.grants, parse_hcl(current))
+        )
+        for problem in problems:
+            click.echo(f"leaseline: stage {p.stage.name}: {p.policy} {problem}", err=True)
+        differs += bool(problems)
+    if differs:
+        fail(f"{differs} stage policy(ies) differ from the plan", 1)
+    click.echo("leaseline: every stage's policy matches the plan", err=True)
 
 
 def _hcl(plans: list[Any], *, assumed_v2: bool) -> None:

@@ -15,13 +15,22 @@ on the parameter's ARN; ``sts:AssumeRole`` on the role ARN.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._refs import parse
 
-__all__ = ["Grant", "iam_policy", "policy_name", "vault_grants", "vault_hcl"]
+__all__ = [
+    "Grant",
+    "compare",
+    "iam_policy",
+    "parse_hcl",
+    "policy_name",
+    "vault_grants",
+    "vault_hcl",
+]
 
 #: path segments after the mount that name a dynamic engine's credential endpoint
 _DYNAMIC = frozenset({"creds", "static-creds", "sts", "issue", "sign"})
@@ -169,3 +178,34 @@ def iam_policy(
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+_PATH_BLOCK = re.compile(r'path\s+"([^"]+)"\s*\{(.*?)\n?\s*\}', re.DOTALL)
+_CAPABILITIES = re.compile(r"capabilities\s*=\s*\[([^\]]*)\]")
+
+
+def parse_hcl(text: str) -> dict[str, frozenset[str]]:
+    """``path "P" { capabilities = [...] }`` blocks of an ACL policy: path -> capabilities."""
+    text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    found: dict[str, frozenset[str]] = {}
+    for match in _PATH_BLOCK.finditer(text):
+        caps = _CAPABILITIES.search(match.group(2))
+        names = re.findall(r'"([^"]+)"', caps.group(1)) if caps else []
+        found[match.group(1)] = found.get(match.group(1), frozenset()) | frozenset(names)
+    return found
+
+
+def compare(planned: Iterable[Grant], current: Mapping[str, frozenset[str]]) -> list[str]:
+    """What ``current`` grants beyond ``planned`` (``more: ...``) and what it lacks (``less: ...``)."""
+    want = {g.path: frozenset(g.capabilities) for g in planned}
+    problems = []
+    for path in sorted(set(want) | set(current)):
+        extra = current.get(path, frozenset()) - want.get(path, frozenset())
+        missing = want.get(path, frozenset()) - current.get(path, frozenset())
+        if extra:
+            problems.append(f'grants more than planned: {", ".join(sorted(extra))} on "{path}"')
+        if missing:
+            problems.append(
+                f'grants less than planned: no {", ".join(sorted(missing))} on "{path}"'
+            )
+    return problems

@@ -162,3 +162,37 @@ def test_iam_document_is_accepted_by_iam_and_clean_under_parliament(
     # parliament does lint: an action on a resource it cannot apply to is a finding
     wrong = {**doc, "Statement": [{**doc["Statement"][1], "Resource": ["arn:aws:s3:::b"]}]}  # type: ignore[index]
     assert analyze_policy_string(json.dumps(wrong)).findings
+
+
+def test_check_finds_a_policy_that_grants_more_or_less(openbao: OpenBao, tmp_path: Path) -> None:
+    dag_id = f"check_{secrets.token_hex(4)}"
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    two_stage_dag(dags, dag_id)
+    env = {**base_env(tmp_path), **openbao.env()}
+    kwargs = json.dumps({"variables_ref": f"vault://secret/{dag_id}/{{key}}#value"})
+    args = ["plan", str(dags), "--airflow-backend-kwargs", kwargs, "--addr", openbao.addr]
+
+    missing = leaseline(*args, "--check", env=env)
+    assert missing.returncode == 1
+    assert f"leaseline-{dag_id}-load is missing from Vault" in missing.stderr
+
+    assert leaseline(*args, "--apply", env=env).returncode == 0
+    same = leaseline(*args, "--check", env=env)
+    assert same.returncode == 0, same.stderr
+
+    client = openbao.client()
+    name = f"leaseline-{dag_id}-score"
+    current = client.sys.read_policy(name=name)["data"]["rules"]
+    wider = current + '\npath "secret/data/*" {\n  capabilities = ["read", "list"]\n}\n'
+    client.sys.create_or_update_policy(name=name, policy=wider)
+    more = leaseline(*args, "--check", env=env)
+    assert more.returncode == 1
+    assert f'{name} grants more than planned: list, read on "secret/data/*"' in more.stderr
+
+    narrower = current.replace(f'path "secret/data/{dag_id}/score_key"', 'path "unrelated/x"')
+    client.sys.create_or_update_policy(name=name, policy=narrower)
+    less = leaseline(*args, "--check", env=env)
+    assert less.returncode == 1
+    assert f'no read on "secret/data/{dag_id}/score_key"' in less.stderr
+    assert "1 stage policy(ies) differ" in less.stderr
