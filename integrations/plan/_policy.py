@@ -90,12 +90,12 @@ def vault_grants(
         mount, kv = _mount_of(locator, mounts)
         rest = locator[len(mount) :]
         second = rest.split("/", 1)[0]
-        if second in _DYNAMIC and (mounts is None or kv is None):
+        if second in _DYNAMIC and kv in (None, 0):
             path, dynamic = locator, True
-        elif kv != 2:  # KV v1, or another engine the server named
+        elif kv in (1, None):  # KV v1, or another engine the server named
             path = locator
         else:
-            if mounts is None:
+            if kv == 0:
                 assumed.add(mount)
             path = f"{mount}data/{rest}"
         paths.setdefault(path, set()).add(ref.key)
@@ -107,20 +107,21 @@ def vault_grants(
     for path, caps in (_LEASES if dynamic else ()) + _TOKEN_SELF:
         plan.grants.append(Grant(path, caps))
     if assumed:
-        plan.notes.append(
-            f"{', '.join(sorted(assumed))} taken as KV v2 (no server asked): pass --addr to "
-            "look the mounts up"
+        why = (
+            "(no server asked): pass --addr to look the mounts up"
+            if mounts is None
+            else "(the server named no mount for it: missing, or hidden from the token)"
         )
+        plan.notes.append(f"{', '.join(sorted(assumed))} taken as KV v2 {why}")
     return plan
 
 
 def _mount_of(locator: str, mounts: Mapping[str, int | None] | None) -> tuple[str, int | None]:
-    if mounts:
-        for mount in sorted(mounts, key=len, reverse=True):
-            if locator.startswith(mount):
-                return mount, mounts[mount]
-    first = locator.split("/", 1)[0] + "/"
-    return first, (2 if mounts is None else None)
+    """The mount serving ``locator`` and its KV version (``None``: not KV; ``0``: unknown)."""
+    for mount in sorted(mounts or {}, key=len, reverse=True):
+        if locator.startswith(mount):
+            return mount, (mounts or {})[mount]
+    return locator.split("/", 1)[0] + "/", 0
 
 
 def vault_hcl(plan: VaultPlan) -> str:

@@ -243,3 +243,11 @@ def test_cli_refuses_bad_backend_kwargs(tmp_path: Path, bad: str) -> None:
     )
     assert result.returncode == 2
     assert "--airflow-backend-kwargs" in result.stderr
+
+
+def test_a_path_under_no_mount_the_server_named_is_assumed_kv_v2_and_noted() -> None:
+    plan_ = vault_grants(["vault://gone/app#k"], mounts={"secret/": 2})
+    assert plan_.grants[0].path == "gone/data/app"
+    assert plan_.notes == [
+        "gone/ taken as KV v2 (the server named no mount for it: missing, or hidden from the token)"
+    ]

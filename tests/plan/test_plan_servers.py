@@ -196,3 +196,41 @@ def test_check_finds_a_policy_that_grants_more_or_less(openbao: OpenBao, tmp_pat
     assert less.returncode == 1
     assert f'no read on "secret/data/{dag_id}/score_key"' in less.stderr
     assert "1 stage policy(ies) differ" in less.stderr
+
+
+def test_plan_on_the_examples_asks_the_server_which_mounts_are_kv_v1_or_v2(
+    openbao: OpenBao, canary: CanaryFixture, tmp_path: Path
+) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    readme = (examples / "airflow" / "README.md").read_text()
+    kwargs = next(ln for ln in readme.splitlines() if ln.startswith("backend_kwargs = "))
+    name = f"v1-{secrets.token_hex(4)}"
+    openbao.client().secrets.kv.v1.create_or_update_secret(
+        path=name, secret={"pgpass": canary.new("pgpass")}, mount_point="kv1"
+    )
+    manifest = tmp_path / "etl.toml"
+    manifest.write_text(f'[files]\nPGPASSFILE = "vault://kv1/{name}#pgpass"\n')
+    env = {**base_env(tmp_path), **openbao.env()}
+    result = leaseline(
+        "plan", str(examples), str(manifest), "--format", "json", "--addr", openbao.addr,
+        "--airflow-backend-kwargs", kwargs.split("=", 1)[1], "--apply", env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stages = {s["stage"]: s for s in json.loads(result.stdout)}
+    train = stages["llm_training/train"]
+    assert train["vault_policy"].startswith(
+        'path "database/creds/etl" {  # vault://database/creds/etl\n  capabilities = ["read"]\n}\n'
+        'path "secret/data/airflow/variables/llm_api_key" {'
+    )
+    assert train["notes"] == []  # secret/ is KV v2: the server said so, nothing assumed
+    assert stages["pipeline"]["references"] == [  # examples/kfp/pipeline.py's constants
+        "vault://database/creds/reader",
+        "vault://secret/llm/openai#api_key",
+    ]
+    etl = stages["etl"]
+    assert etl["kind"] == "manifest"
+    assert etl["vault_policy"].startswith(f'path "kv1/{name}" {{')  # KV v1: no data/ segment
+    token = openbao.client().auth.token.create(policies=[etl["vault_policy_name"]], ttl="10m")
+    stage_env = {**env, "VAULT_TOKEN": token["auth"]["client_token"]}
+    got = leaseline("get", f"vault://kv1/{name}#pgpass", env=stage_env)
+    assert got.returncode == 0, got.stderr
