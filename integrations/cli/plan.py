@@ -90,7 +90,7 @@ def plan(
     error, 4 denied, 5 Vault unavailable.
     """
     from .._config import load_config
-    from ..plan import AirflowMapping, vault_locators
+    from ..plan import AirflowMapping, collisions, vault_locators
     from ..plan import plan as make_plan
     from ..plan._server import Vault
 
@@ -106,6 +106,12 @@ def plan(
     plans = make_plan(paths, **options)
     if apply and check:
         fail("--apply and --check: choose one (--check after --apply finds nothing)")
+    shared = collisions(plans) if apply or check else []
+    if shared:
+        fail(
+            f"stages would share the policy name(s) {', '.join(shared)}: plan them separately "
+            "(one PATH per pipeline) or rename a DAG/pipeline; nothing was written"
+        )
     vault = Vault(addr) if addr or apply or check else None
     if vault is not None:
         stores = {"vault"} | {n for n, t in config.stores.items() if t.get("type") == "vault"}
@@ -116,7 +122,7 @@ def plan(
     elif fmt == "table":
         _table(plans)
     else:
-        _hcl(plans, assumed_v2=vault is None)
+        _hcl(plans)
     if apply and vault is not None:
         for p in plans:
             if p.grants:
@@ -147,7 +153,7 @@ def _check(vault: Any, plans: list[Any]) -> None:
     click.echo("leaseline: every stage's policy matches the plan", err=True)
 
 
-def _hcl(plans: list[Any], *, assumed_v2: bool) -> None:
+def _hcl(plans: list[Any]) -> None:
     for p in plans:
         click.echo(f"# stage {p.stage.name} ({p.stage.kind}, {p.stage.source})")
         for ref in sorted(p.stage.references):

@@ -17,7 +17,15 @@ from .._refs import parse
 from ._policy import Grant, iam_policy, policy_name, vault_grants, vault_hcl
 from ._sources import AirflowMapping, Stage, find_stages
 
-__all__ = ["AirflowMapping", "Grant", "StagePlan", "plan", "policy_name", "vault_locators"]
+__all__ = [
+    "AirflowMapping",
+    "Grant",
+    "StagePlan",
+    "collisions",
+    "plan",
+    "policy_name",
+    "vault_locators",
+]
 
 
 @dataclass
@@ -75,7 +83,25 @@ def plan(
             stage.references, store_types=types, region=aws_region, account=aws_account
         )
         plans.append(StagePlan(stage, policy_name(stage.name), vault.grants, iam, vault.notes))
+    owners: dict[str, list[StagePlan]] = {}
+    for p in plans:
+        if p.grants:
+            owners.setdefault(p.policy, []).append(p)
+    for same in owners.values():
+        if len(same) > 1:
+            for p in same:
+                others = ", ".join(f"{o.stage.name} ({o.stage.source})" for o in same if o is not p)
+                p.notes.append(f"policy name {p.policy} is also the name of {others}")
     return plans
+
+
+def collisions(plans: Iterable[StagePlan]) -> list[str]:
+    """Policy names two or more stages with grants would share (``--apply`` refuses them)."""
+    seen: dict[str, int] = {}
+    for p in plans:
+        if p.grants:
+            seen[p.policy] = seen.get(p.policy, 0) + 1
+    return sorted(name for name, n in seen.items() if n > 1)
 
 
 def vault_locators(

@@ -251,3 +251,21 @@ def test_a_path_under_no_mount_the_server_named_is_assumed_kv_v2_and_noted() -> 
     assert plan_.notes == [
         "gone/ taken as KV v2 (the server named no mount for it: missing, or hidden from the token)"
     ]
+
+
+def test_apply_refuses_two_stages_that_would_share_a_policy_name(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "flow.py").write_text(
+            f'from prefect import task\n\n@task\ndef step():\n    return "vault://secret/{folder}#k"\n'
+        )
+    plans = by_name(plan([tmp_path / "a"]))
+    assert plans["flow.step"].notes == [  # type: ignore[attr-defined]
+        "secret/ taken as KV v2 (no server asked): pass --addr to look the mounts up"
+    ]
+    result = leaseline(
+        "plan", str(tmp_path), "--apply", "--addr", "http://127.0.0.1:9", env=base_env(tmp_path)
+    )
+    assert result.returncode == 2
+    assert "share the policy name(s) leaseline-flow-step" in result.stderr
+    assert "nothing was written" in result.stderr
