@@ -178,8 +178,12 @@ def test_check_finds_a_policy_that_grants_more_or_less(openbao: OpenBao, tmp_pat
     assert f"leaseline-{dag_id}-load is missing from Vault" in missing.stderr
 
     assert leaseline(*args, "--apply", env=env).returncode == 0
+    seen = len(openbao.audit_lines())
     same = leaseline(*args, "--check", env=env)
     assert same.returncode == 0, same.stderr
+    paths = [r["request"]["path"] for r in openbao.audit_lines()[seen:] if r["type"] == "request"]
+    assert f"sys/policies/acl/leaseline-{dag_id}-load" in paths
+    assert not [p for p in paths if p.startswith(SECRET_PATH_PREFIXES)], paths
 
     client = openbao.client()
     name = f"leaseline-{dag_id}-score"
