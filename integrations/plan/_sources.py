@@ -149,12 +149,17 @@ def _python(path: Path, airflow: AirflowMapping, known: set[str]) -> list[Stage]
     except (SyntaxError, UnicodeDecodeError, ValueError):
         return []
     stages: dict[str, Stage] = {}
-    module = Stage(path.stem, "module", str(path))
+    module = Stage(path.name, "module", str(path))
+    callables: dict[str, list[Stage]] = {}  # python_callable=NAME -> the operators' stages
+    deferred: list[ast.FunctionDef | ast.AsyncFunctionDef] = []  # plain module-level functions
 
     def visit(node: ast.AST, stage: Stage, dag: str | None) -> None:
         for child in ast.iter_child_nodes(node):
             current, current_dag = stage, dag
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                if node is tree and not child.decorator_list:
+                    deferred.append(child)  # an operator's python_callable, perhaps
+                    continue
                 for deco in child.decorator_list:
                     kind = _decorator_name(deco)
                     if kind == "dag":
@@ -164,21 +169,55 @@ def _python(path: Path, airflow: AirflowMapping, known: set[str]) -> list[Stage]
                         )
                     elif kind in {"task", "flow"}:
                         name = _keyword(deco, "task_id") or _keyword(deco, "name") or child.name
-                        if dag is not None:
-                            full, label = f"{dag}/{name}", "dag/task"
-                        else:
-                            full, label = f"{path.stem}.{name}", f"flow/{kind}"
-                        current = stages.setdefault(full, Stage(full, label, str(path)))
+                        current = task_stage(name, dag, kind)
+            elif isinstance(child, ast.With | ast.AsyncWith):
+                for item in child.items:
+                    dag_id = _dag_context(item.context_expr)
+                    if dag_id:
+                        current_dag = dag_id
+                        current = stages.setdefault(dag_id, Stage(dag_id, "dag", str(path)))
             elif isinstance(child, ast.Constant) and isinstance(child.value, str):
                 ref = _reference(child.value, known)
                 if ref:
                     stage.references.add(ref)
             elif isinstance(child, ast.Call):
                 _airflow_call(child, stage, airflow)
+                task_id = _keyword(child, "task_id")
+                if dag is not None and task_id:  # a classic operator: PythonOperator(task_id=...)
+                    current = task_stage(task_id, dag, "task")
+                    for kw in child.keywords:
+                        if kw.arg == "python_callable" and isinstance(kw.value, ast.Name):
+                            callables.setdefault(kw.value.id, []).append(current)
             visit(child, current, current_dag)
 
+    def task_stage(name: str, dag: str | None, kind: str) -> Stage:
+        if dag is not None:
+            full, label = f"{dag}/{name}", "dag/task"
+        else:
+            full, label = f"{path.stem}.{name}", f"flow/{kind}"
+        return stages.setdefault(full, Stage(full, label, str(path)))
+
     visit(tree, module, None)
+    for func in deferred:
+        for stage in callables.get(func.name, [module]):
+            holder = ast.Module(body=[*func.args.defaults, *func.body], type_ignores=[])
+            visit(holder, stage, None)
     return [module, *stages.values()]
+
+
+def _dag_context(node: ast.expr) -> str | None:
+    """The dag id of ``with DAG("id")`` / ``with DAG(dag_id="id")``."""
+    if not (isinstance(node, ast.Call) and _is_dag_class(node)):
+        return None
+    if node.args and isinstance(node.args[0], ast.Constant):
+        return str(node.args[0].value)
+    return _keyword(node, "dag_id")
+
+
+def _is_dag_class(call: ast.Call) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return name == "DAG"
 
 
 def _airflow_call(call: ast.Call, stage: Stage, airflow: AirflowMapping) -> None:

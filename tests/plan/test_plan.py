@@ -269,3 +269,38 @@ def test_apply_refuses_two_stages_that_would_share_a_policy_name(tmp_path: Path)
     assert result.returncode == 2
     assert "share the policy name(s) leaseline-flow-step" in result.stderr
     assert "nothing was written" in result.stderr
+
+
+def test_classic_operators_in_a_with_dag_block_are_stages(tmp_path: Path) -> None:
+    (tmp_path / "classic.py").write_text(
+        textwrap.dedent(
+            """
+            from airflow import DAG
+            from airflow.models import Variable
+            from airflow.providers.standard.operators.bash import BashOperator
+            from airflow.providers.standard.operators.python import PythonOperator
+
+            def fetch():
+                return Variable.get("llm_key")
+
+            def unrelated():
+                return "vault://secret/shared/thing#x"
+
+            with DAG("classic", schedule=None) as dag:
+                PythonOperator(task_id="fetch", python_callable=fetch)
+                BashOperator(
+                    task_id="export",
+                    bash_command="leaseline run -- ./export.sh",
+                    env={"PGPASSWORD": "vault://database/creds/exporter#password"},
+                )
+            """
+        )
+    )
+    mapping = AirflowMapping.from_kwargs({"variables_ref": "vault://secret/ml/{key}#value"})
+    plans = by_name(plan([tmp_path], airflow=mapping))
+    assert plans["classic/fetch"].stage.references == {"vault://secret/ml/llm_key#value"}  # type: ignore[attr-defined]
+    assert plans["classic/export"].stage.references == {  # type: ignore[attr-defined]
+        "vault://database/creds/exporter#password"
+    }
+    assert "classic" not in plans  # the DAG itself uses nothing outside its tasks
+    assert plans["classic.py"].stage.references == {"vault://secret/shared/thing#x"}  # type: ignore[attr-defined]

@@ -227,7 +227,7 @@ def test_plan_on_the_examples_asks_the_server_which_mounts_are_kv_v1_or_v2(
         'path "secret/data/airflow/variables/llm_api_key" {'
     )
     assert train["notes"] == []  # secret/ is KV v2: the server said so, nothing assumed
-    assert stages["pipeline"]["references"] == [  # examples/kfp/pipeline.py's constants
+    assert stages["pipeline.py"]["references"] == [  # examples/kfp/pipeline.py's constants
         "vault://database/creds/reader",
         "vault://secret/llm/openai#api_key",
     ]
