@@ -200,8 +200,8 @@ def _python(path: Path, airflow: AirflowMapping, known: set[str]) -> list[Stage]
     visit(tree, module, None)
     for func in deferred:
         for stage in callables.get(func.name, [module]):
-            holder = ast.Module(body=[*func.args.defaults, *func.body], type_ignores=[])
-            visit(holder, stage, None)
+            defaults = [ast.Expr(value) for value in func.args.defaults]
+            visit(ast.Module(body=[*defaults, *func.body], type_ignores=[]), stage, None)
     return [module, *stages.values()]
 
 
