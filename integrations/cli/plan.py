@@ -99,6 +99,7 @@ def plan(
     kwargs = _backend_kwargs(airflow_backend_kwargs)
     options: dict[str, Any] = {
         "stores": config.stores,
+        "aliases": config.aliases,
         "airflow": AirflowMapping.from_kwargs(kwargs) if kwargs else None,
         "aws_region": aws_region,
         "aws_account": aws_account,

@@ -61,6 +61,7 @@ def plan(
     paths: Iterable[str | Path],
     *,
     stores: Mapping[str, Mapping[str, Any]] | None = None,
+    aliases: Mapping[str, str] | None = None,
     airflow: AirflowMapping | None = None,
     mounts: Mapping[str, int | None] | None = None,
     aws_region: str = "*",
@@ -68,13 +69,14 @@ def plan(
 ) -> list[StagePlan]:
     """The plan for every stage under ``paths``.
 
-    ``stores`` is the config's ``[stores]`` (named stores and their ``type``), ``airflow`` the
+    ``stores`` is the config's ``[stores]`` (named stores and their ``type``), ``aliases`` its
+    ``[aliases]`` (for manifests' values), ``airflow`` the
     ``LeaselineBackend`` mapping of Variables and Connections, ``mounts`` the server's mounts
     (:meth:`leaseline.plan._server.Vault.mounts`; ``None``: KV v2 assumed).
     """
     configured = dict(stores or {})
     types = {name: str(table.get("type", name)) for name, table in configured.items()}
-    stages = find_stages(paths, airflow=airflow, stores=configured)
+    stages = find_stages(paths, airflow=airflow, stores=configured, aliases=aliases)
     vault_stores = {"vault"} | {name for name, kind in types.items() if kind == "vault"}
     plans = []
     for stage in sorted(stages, key=lambda s: (s.source, s.name)):

@@ -8,15 +8,18 @@ by the ``@dag``/``@task``/``@flow`` function it appears in), compiled KFP pipeli
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, InvalidReference
-from .._refs import URL_SCHEMES, is_reference, parse
+from .._refs import environment_references, is_reference, parse
+from .._registry import known_types
 
 __all__ = ["AirflowMapping", "Stage", "find_stages"]
 
@@ -78,8 +81,12 @@ def find_stages(
     *,
     airflow: AirflowMapping | None = None,
     stores: Iterable[str] = (),
+    aliases: Mapping[str, str] | None = None,
 ) -> list[Stage]:
-    """Every stage found under ``paths`` (files or folders), in a stable order."""
+    """Every stage found under ``paths`` (files or folders), in a stable order.
+
+    ``stores``: the configured store names; ``aliases``: the config's, for manifests' values.
+    """
     known = set(stores)
     stages: list[Stage] = []
     for path in _files(paths):
@@ -89,7 +96,7 @@ def find_stages(
         elif suffix in {".yaml", ".yml"}:
             stages += _kfp_spec(path, known)
         elif suffix in {".toml", ".json"}:
-            stages += _toml_or_manifest(path, known)
+            stages += _toml_or_manifest(path, known, aliases or {})
     return [s for s in stages if s.references or s.notes]
 
 
@@ -108,16 +115,21 @@ def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def _reference(text: str, known: set[str]) -> str | None:
-    """``text`` when it is a valid reference to a store (not ``https://`` and the like)."""
-    if "://" not in text or not is_reference(text):
-        return None
-    store = text.split("://", 1)[0]
-    if store in URL_SCHEMES or (store in {"file", "env"} and store not in known):
+    """``text`` when it is a valid reference to a store, by the rule ``leaseline run`` applies to
+    the environment (:func:`leaseline._refs.environment_references`): a configured store or a
+    store type, never a URL (``https://``, ``redis://:PASSWORD@host``...), which may hold a
+    password this command must not print."""
+    if "://" not in text or not environment_references(
+        {"ref": text}, configured=known, store_names=known_types
+    ):
         return None
     try:
-        return str(parse(text))
+        ref = parse(text)
     except InvalidReference:
         return None
+    if "@" in ref.locator.split("/", 1)[0]:
+        return None  # user:password@host: a URL shape, not a path in a store
+    return str(ref)
 
 
 # -- Python: DAG files, flows, any code --------------------------------------------------------
@@ -314,8 +326,11 @@ def _kfp_spec(path: Path, known: set[str]) -> list[Stage]:
 # -- leaseline.toml aliases and `leaseline run` manifests ---------------------------------------
 
 
-def _toml_or_manifest(path: Path, known: set[str]) -> list[Stage]:
-    import tomllib
+def _toml_or_manifest(path: Path, known: set[str], aliases: Mapping[str, str]) -> list[Stage]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
 
     try:
         raw = path.read_bytes()
@@ -340,11 +355,15 @@ def _toml_or_manifest(path: Path, known: set[str]) -> list[Stage]:
 
         plan = load_manifest(str(path))
         stage = Stage(path.stem, "manifest", str(path))
-        for ref in [*plan.env.values(), *plan.files.values()]:
+        for name, ref in [*plan.env.items(), *plan.files.items()]:
+            target = aliases.get(ref.partition("#")[0]) if "://" not in ref else None
+            if target is not None:  # an alias: what `leaseline run` would resolve
+                with contextlib.suppress(InvalidReference):
+                    ref = str(parse(ref, aliases=aliases))
             parsed = _reference(ref, known | {"file", "env"})
             if parsed:
                 stage.references.add(parsed)
             else:
-                stage.notes.append("a value that is not a reference (an alias?) was left out")
+                stage.notes.append(f"{name}: not a reference to a store, nor a configured alias")
         return [stage]
     return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from leaseline.plan import AirflowMapping, plan
 from leaseline.plan._policy import iam_policy, vault_grants
 
+from tests.canary import CanaryFixture
 from tests.cli.conftest import base_env, leaseline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -304,3 +306,34 @@ def test_classic_operators_in_a_with_dag_block_are_stages(tmp_path: Path) -> Non
     }
     assert "classic" not in plans  # the DAG itself uses nothing outside its tasks
     assert plans["classic.py"].stage.references == {"vault://secret/shared/thing#x"}  # type: ignore[attr-defined]
+
+
+def test_urls_and_unknown_schemes_are_not_references_and_never_printed(
+    canary: CanaryFixture, tmp_path: Path
+) -> None:
+    password = canary.new("redis")
+    # The code under scan holds the password on purpose (a URL committed with it): it lives
+    # outside tmp_path, which the canary plugin searches, and is deleted at the end.
+    with tempfile.TemporaryDirectory() as code:
+        (Path(code) / "job.py").write_text(
+            "from prefect import task\n\n@task\ndef step():\n"
+            f'    cache = "redisx://:{password}@cache:6379"\n'
+            '    other = "custom://host/x"\n'
+            '    return "kv://ml-keys/openai#api_key", cache, other\n'
+        )
+        assert plan([code]) == []
+        plans = by_name(plan([code], stores={"kv": {"type": "azure-kv"}}))
+        assert plans["job.step"].stage.references == {"kv://ml-keys/openai#api_key"}  # type: ignore[attr-defined]
+        result = leaseline("plan", code, "--format", "json", env=base_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    assert password not in result.stdout + result.stderr
+
+
+def test_a_manifest_value_that_is_an_alias_plans_its_target(tmp_path: Path) -> None:
+    (tmp_path / "job.toml").write_text('[env]\nHF_TOKEN = "hf"\nOTHER = "nope"\n')
+    plans = by_name(plan([tmp_path], aliases={"hf": "aws-ssm:///ml/hf/token"}))
+    assert plans["job"].stage.references == {"aws-ssm:///ml/hf/token"}  # type: ignore[attr-defined]
+    assert plans["job"].stage.notes == [  # type: ignore[attr-defined]
+        "OTHER: not a reference to a store, nor a configured alias"
+    ]
