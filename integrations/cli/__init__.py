@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "get": ("leaseline.cli.get:get", "Print the value a reference points at."),
     "leases": ("leaseline.cli.leases:leases", "List leases held by runs; revoke orphaned ones."),
+    "plan": (
+        "leaseline.cli.plan:plan",
+        "Least Vault/IAM policy per pipeline stage, from its files; no secret read.",
+    ),
     "proxy": (
         "leaseline.cli.proxy:proxy",
         "Serve one Vault credential per node through OpenBao/Vault Proxy.",

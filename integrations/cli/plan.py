@@ -1,0 +1,188 @@
+"""``leaseline plan PATH...``: the least Vault and IAM policy per pipeline stage, no secret read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import Options, fail
+
+
+def _backend_kwargs(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        fail(f"--airflow-backend-kwargs: not JSON ({str(exc).splitlines()[0]})")
+    if not isinstance(data, dict):
+        fail("--airflow-backend-kwargs: expected a JSON object, as in [secrets] backend_kwargs")
+    return data
+
+
+@click.command("plan")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["hcl", "json", "table"]),
+    default="hcl",
+    show_default=True,
+    help="hcl: per stage its references and Vault policy (and IAM JSON); json: one document; "
+    "table: stage, reference, grant.",
+)
+@click.option(
+    "--airflow-backend-kwargs",
+    metavar="JSON|@FILE",
+    help="The LeaselineBackend's backend_kwargs, to map Variable.get/Connection.get keys to "
+    "references (variables_ref, connections_ref, connections).",
+)
+@click.option(
+    "--addr",
+    metavar="URL",
+    help="Ask this Vault/OpenBao which engine (KV v1/v2, database...) serves each path "
+    "(sys/internal/ui/mounts; reads no secret). Default: assume KV v2.",
+)
+@click.option(
+    "--apply",
+    is_flag=True,
+    help="Write each stage's policy to Vault as leaseline-STAGE (VAULT_ADDR/--addr, VAULT_TOKEN).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Compare each stage's leaseline-STAGE policy in Vault with the plan; exit 1 when one "
+    "grants more or less than planned (or is missing).",
+)
+@click.option("--aws-region", default="*", show_default=True, help="Region in IAM ARNs.")
+@click.option("--aws-account", default="*", show_default=True, help="Account id in IAM ARNs.")
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    fmt: str,
+    airflow_backend_kwargs: str | None,
+    addr: str | None,
+    apply: bool,
+    check: bool,
+    aws_region: str,
+    aws_account: str,
+) -> None:
+    """Print, per pipeline stage, the references it uses and the least policy that serves them.
+
+    \b
+    PATH is a file or a folder: Airflow DAG files and flow code (Python, read with ast, never
+    run), compiled KFP pipeline specs (YAML), leaseline.toml aliases and `leaseline run`
+    manifests. No secret is read: the references come from the files.
+
+    \b
+    Examples:
+      leaseline plan examples/
+      leaseline plan dags/ --airflow-backend-kwargs @backend_kwargs.json --format json
+      leaseline plan pipeline.yaml --addr https://vault:8200 --apply
+
+    \b
+    Exit codes: 0 ok, 1 --check found a policy that differs from the plan, 2 usage or config
+    error, 4 denied, 5 Vault unavailable.
+    """
+    from .._config import load_config
+    from ..plan import AirflowMapping, collisions, vault_locators
+    from ..plan import plan as make_plan
+    from ..plan._server import Vault
+
+    opts = ctx.find_object(Options) or Options()
+    config = load_config(opts.config)
+    kwargs = _backend_kwargs(airflow_backend_kwargs)
+    options: dict[str, Any] = {
+        "stores": config.stores,
+        "aliases": config.aliases,
+        "airflow": AirflowMapping.from_kwargs(kwargs) if kwargs else None,
+        "aws_region": aws_region,
+        "aws_account": aws_account,
+    }
+    plans = make_plan(paths, **options)
+    if apply and check:
+        fail("--apply and --check: choose one (--check after --apply finds nothing)")
+    shared = collisions(plans) if apply or check else []
+    if shared:
+        fail(
+            f"stages would share the policy name(s) {', '.join(shared)}: plan them separately "
+            "(one PATH per pipeline) or rename a DAG/pipeline; nothing was written"
+        )
+    vault = Vault(addr) if addr or apply or check else None
+    if vault is not None:
+        stores = {"vault"} | {n for n, t in config.stores.items() if t.get("type") == "vault"}
+        mounts = vault.mounts(vault_locators(plans, stores))
+        plans = make_plan(paths, mounts=mounts, **options)
+    if fmt == "json":
+        click.echo(json.dumps([p.as_dict() for p in plans], indent=2))
+    elif fmt == "table":
+        _table(plans)
+    else:
+        _hcl(plans)
+    if apply and vault is not None:
+        for p in plans:
+            if p.grants:
+                vault.write_policy(p.policy, p.hcl)
+                click.echo(f"leaseline: wrote policy {p.policy}", err=True)
+    if check and vault is not None:
+        _check(vault, plans)
+
+
+def _check(vault: Any, plans: list[Any]) -> None:
+    from ..plan._policy import compare, parse_hcl
+
+    differs = 0
+    for p in plans:
+        if not p.grants:
+            continue
+        current = vault.read_policy(p.policy)
+        problems = (
+            ["is missing from Vault: write it with `leaseline plan --apply`"]
+            if current is None
+            else compare(p.grants, parse_hcl(current))
+        )
+        for problem in problems:
+            click.echo(f"leaseline: stage {p.stage.name}: {p.policy} {problem}", err=True)
+        differs += bool(problems)
+    if differs:
+        fail(f"{differs} stage policy(ies) differ from the plan", 1)
+    click.echo("leaseline: every stage's policy matches the plan", err=True)
+
+
+def _hcl(plans: list[Any]) -> None:
+    for p in plans:
+        click.echo(f"# stage {p.stage.name} ({p.stage.kind}, {p.stage.source})")
+        for ref in sorted(p.stage.references):
+            click.echo(f"#   uses {ref}")
+        for note in [*p.stage.notes, *p.notes]:
+            click.echo(f"#   note: {note}")
+        if p.grants:
+            click.echo(f"# policy {p.policy}")
+            click.echo(p.hcl, nl=False)
+        if p.iam:
+            click.echo(f"# IAM policy for {p.stage.name}:")
+            for line in json.dumps(p.iam, indent=2).splitlines():
+                click.echo(f"#   {line}")
+        click.echo()
+
+
+def _table(plans: list[Any]) -> None:
+    rows = [("STAGE", "REFERENCE", "GRANT")]
+    for p in plans:
+        for grant in p.grants:
+            for ref in grant.references or ("-",):
+                rows.append((p.stage.name, ref, f"{','.join(grant.capabilities)} {grant.path}"))
+        for statement in (p.iam or {}).get("Statement", []):
+            for resource in statement["Resource"]:
+                rows.append((p.stage.name, "-", f"{statement['Action'][0]} {resource}"))
+        if not p.grants and not p.iam:
+            for ref in sorted(p.stage.references):
+                rows.append((p.stage.name, ref, "(no store policy: not a Vault or AWS reference)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for row in rows:
+        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip())

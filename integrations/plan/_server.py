@@ -1,0 +1,83 @@
+"""The two requests ``plan`` makes to Vault/OpenBao: which engine serves a path, write a policy.
+
+Neither reads a secret: ``sys/internal/ui/mounts/PATH`` names the mount and its KV version (the
+default policy allows it), ``sys/policies/acl/NAME`` writes a policy (``--apply`` only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+from .._exceptions import AccessDenied, BackendUnavailable, ConfigError
+
+__all__ = ["Vault"]
+
+
+class Vault:
+    """``addr`` and ``token`` (default ``VAULT_ADDR``/``VAULT_TOKEN``, or ``BAO_*``)."""
+
+    def __init__(self, addr: str | None = None, token: str | None = None) -> None:
+        env = os.environ
+        self.addr = (addr or env.get("VAULT_ADDR") or env.get("BAO_ADDR") or "").rstrip("/")
+        if not self.addr.startswith(("http://", "https://")):
+            raise ConfigError("plan: --addr (or VAULT_ADDR) must be http(s)://HOST:PORT")
+        self._token = token or env.get("VAULT_TOKEN") or env.get("BAO_TOKEN") or ""
+        cacert = env.get("VAULT_CACERT") or env.get("BAO_CACERT")
+        self._tls = ssl.create_default_context(cafile=cacert) if cacert else None
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)
+        request.add_header("X-Vault-Request", "true")
+        if self._token:
+            request.add_header("X-Vault-Token", self._token)
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self._tls) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise AccessDenied(
+                    f"plan: {self.addr} denied {method} {path}: the token needs that capability"
+                ) from None
+            if exc.code == 404:
+                return None
+            raise BackendUnavailable(
+                f"plan: {self.addr}: {method} {path}: HTTP {exc.code}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BackendUnavailable(f"plan: {self.addr} is unreachable ({reason})") from None
+        return json.loads(raw) if raw else None
+
+    def mounts(self, locators: Iterable[str]) -> dict[str, int | None]:
+        """Mount path -> KV version (1, 2) or ``None`` (another engine), for each locator's mount."""
+        found: dict[str, int | None] = {}
+        for locator in sorted(set(locators)):
+            if any(locator.startswith(m) for m in found):
+                continue
+            try:
+                answer = self._request("GET", f"sys/internal/ui/mounts/{locator}") or {}
+            except AccessDenied:
+                # Vault answers 403 for a path under no mount, even to a root token: the plan
+                # falls back to its assumption for this path and says so
+                continue
+            data = answer.get("data") or {}
+            mount = str(data.get("path") or "")
+            if not mount:
+                continue
+            version = ((data.get("options") or {}).get("version")) or "1"
+            found[mount] = int(version) if data.get("type") in ("kv", "generic") else None
+        return found
+
+    def write_policy(self, name: str, hcl: str) -> None:
+        self._request("PUT", f"sys/policies/acl/{name}", {"policy": hcl})
+
+    def read_policy(self, name: str) -> str | None:
+        answer = self._request("GET", f"sys/policies/acl/{name}")
+        return None if answer is None else str((answer.get("data") or {}).get("policy") or "")
