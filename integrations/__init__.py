@@ -26,6 +26,7 @@ from ._refs import SecretRef, parse
 from ._registry import register_backend
 from ._resolver import Resolver
 from ._secret import Lease, Secret
+from ._stage import stage
 
 __version__ = "0.1.0"
 
@@ -68,4 +69,5 @@ __all__ = [
     "register_backend",
     "resolve",
     "retry_on_rotation",
+    "stage",
 ]

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends import PerTaskTokens, ServedLeases
+from ._stage import base_key
+from .backends import PerTaskTokens, ServedLeases, StageTokens
 
 if TYPE_CHECKING:
     from ._resolver import Resolver
@@ -425,7 +426,7 @@ class Recorder:
             if str(lease.id) in self._seen:
                 continue
             self._seen.add(str(lease.id))
-            store = self.resolver.parse(key).store
+            store = self.resolver.parse(base_key(key)).store  # a stage's read: its store
             backend = self.resolver.backend(store)
             if isinstance(backend, ServedLeases) and backend.leases_served:
                 continue  # the node proxy's lease: ends with its token, never revoked from here
@@ -435,10 +436,13 @@ class Recorder:
             backend = self.resolver.backend(store)
             if not isinstance(backend, PerTaskTokens):
                 continue
-            accessor = backend.child_token_accessor
-            if accessor and f"accessor:{accessor}" not in self._seen:
-                self._seen.add(f"accessor:{accessor}")
-                records.append(token_record(store, accessor, backend.addr))
+            accessors = [backend.child_token_accessor]
+            if isinstance(backend, StageTokens):
+                accessors += backend.stage_token_accessors.values()
+            for accessor in accessors:
+                if accessor and f"accessor:{accessor}" not in self._seen:
+                    self._seen.add(f"accessor:{accessor}")
+                    records.append(token_record(store, accessor, backend.addr))
         self.ledger.append(*records)
 
     def done(self) -> None:

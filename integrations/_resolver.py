@@ -48,6 +48,7 @@ from ._registry import backend_class, known_types
 from ._renewal import Scheduler, renewal_time, renewal_window
 from ._retry import call_with_retry
 from ._secret import Lease, Secret
+from ._stage import StagedRef, current_stage, staged
 from .audit import Auditor, NullAuditor, build_auditor
 from .backends import (
     Backend,
@@ -57,6 +58,7 @@ from .backends import (
     Reauthenticating,
     RefreshDefault,
     SecretMetadata,
+    StageTokens,
 )
 
 if TYPE_CHECKING:
@@ -123,6 +125,9 @@ class Resolver:
         self._backends: dict[str, Backend] = dict(stores or {})
         self._refresh_after: dict[str, float] = {}
         self._parsed: dict[str, SecretRef] = {}
+        #: stores whose reads inside a stage use the stage's own token: cached per stage
+        self._per_stage = _per_stage_stores(self._config, self._backends)
+        self._staged: dict[tuple[SecretRef, str], StagedRef] = {}
         self._cache: dict[str, _Entry] = {}
         self._misses: dict[str, tuple[float, str]] = {}
         self._flights: dict[str, _Flight] = {}
@@ -232,16 +237,32 @@ class Resolver:
     # -- parsing --------------------------------------------------------------------------------
 
     def parse(self, ref: str | SecretRef) -> SecretRef:
-        """Parse ``ref`` with this resolver's aliases (memoised)."""
+        """Parse ``ref`` with this resolver's aliases (memoised); inside a stage, a reference to
+        a per-stage store is that stage's (:class:`leaseline._stage.StagedRef`)."""
         if isinstance(ref, SecretRef):
-            return ref
+            return self._in_stage(ref) if self._per_stage else ref
         parsed = self._parsed.get(ref)
         if parsed is None:
             parsed = parse(ref, aliases=self._config.aliases)
             if len(self._parsed) > 10_000:
                 self._parsed.clear()
             self._parsed[ref] = parsed
-        return parsed
+        return self._in_stage(parsed) if self._per_stage else parsed
+
+    def _in_stage(self, ref: SecretRef) -> SecretRef:
+        """``ref`` as the running stage's, for a per-stage store: cached apart, so what one
+        stage read (under its token) is never served to another."""
+        if ref.store not in self._per_stage or isinstance(ref, StagedRef):
+            return ref
+        name = current_stage()
+        if name is None:
+            return ref
+        found = self._staged.get((ref, name))
+        if found is None:
+            if len(self._staged) > 10_000:
+                self._staged.clear()
+            found = self._staged[(ref, name)] = staged(ref, name)
+        return found
 
     # -- the read path --------------------------------------------------------------------------
 
@@ -254,6 +275,8 @@ class Resolver:
         parsed = self._parsed.get(ref) if type(ref) is str else None
         if parsed is None:
             parsed = self.parse(ref)
+        elif self._per_stage:
+            parsed = self._in_stage(parsed)
         entry = self._cache.get(parsed._key)
         if entry is not None:
             now = self._clock()
@@ -834,14 +857,19 @@ class Resolver:
             if name not in self._owned_stores:
                 continue  # the parent's (passed in before a fork): not ours to close
             tokens = backend if isinstance(backend, PerTaskTokens) else None
-            accessor = tokens.child_token_accessor if tokens is not None else None
             try:
                 backend.close()
             except LeaselineError as exc:
-                if tokens is None or not accessor:
+                # what is left valid, by the store's own account after closing
+                left = [tokens.child_token_accessor] if tokens is not None else []
+                if isinstance(backend, StageTokens):
+                    left += backend.stage_token_accessors.values()
+                left = [accessor for accessor in left if accessor]
+                if tokens is None or not left:
                     log.warning("leaseline: closing store %s failed: %s", name, exc)
                     continue
-                self._failed(Unrevoked("token", name, accessor=accessor, addr=tokens.addr), exc)
+                for accessor in left:
+                    self._failed(Unrevoked("token", name, accessor=accessor, addr=tokens.addr), exc)
             except Exception as exc:
                 log.warning("leaseline: closing store %s failed: %s", name, type(exc).__name__)
         self._auditor.close()
@@ -865,6 +893,18 @@ class Resolver:
         self._pid = os.getpid()
         self.unrevoked = []
         _lifetime.after_fork_in_child()
+
+
+def _per_stage_stores(config: Config, stores: Mapping[str, Backend]) -> frozenset[str]:
+    """Stores configured with ``child_token.policies`` (or passed in as such)."""
+    names = {
+        name
+        for name, table in config.stores.items()
+        if isinstance(table.get("child_token"), Mapping)
+        and table["child_token"].get("policies") is not None
+    }
+    names |= {n for n, b in stores.items() if isinstance(b, StageTokens) and b.per_stage}
+    return frozenset(names)
 
 
 class LeaseHandle:

@@ -11,8 +11,9 @@ no cache, lease or retry logic of their own:
   set environment variables to resolved values for its life and remembers those values
   (:attr:`Scope.resolved`), so an adapter can refuse to let one leave the task.
 - :class:`Scopes`: the open scopes of a process by key (a flow-run id; the running task).
-- :class:`Resolvers`: one resolver per config key, built on first use. The default resolver,
-  Airflow's per-config-file resolvers and Prefect's per-store resolvers are each one of these.
+- :class:`Resolvers`: one resolver per config key, built on first use (the default resolver,
+  Airflow's per-config-file and Prefect's per-store resolvers). :func:`stage` and
+  :func:`add_stage_provider`: the pipeline stage reads are made in (``leaseline._stage``).
 
 Every value reaches the process masker (:mod:`leaseline.masking`) through the resolver before a
 scope sees it.
@@ -22,6 +23,9 @@ every scope starts empty: what the parent holds through it is the parent's to re
 child's resolver serves it read-only), and the child releases only what it holds itself. A
 resolver keeps its own ownership rules; a :class:`Resolvers` cache only gets a new lock in the
 child, so the child keeps serving the inherited cache.
+
+Why ~400 lines: this is the one module adapters may import beside the public names (a test pins
+it), so the scope, its registries and the few core helpers they use are all here.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ._refs import SecretRef, environment_references
 from ._registry import BUILTIN
 from ._resolver import LeaseHandle, Resolver, RotateCallback
 from ._secret import Secret
+from ._stage import add_stage_provider, stage
 
 __all__ = [
     "BUILTIN",
@@ -52,11 +57,13 @@ __all__ = [
     "RotateCallback",
     "Scope",
     "Scopes",
+    "add_stage_provider",
     "aliases",
     "config_with_store",
     "looks_like_credential",
     "references_in_env",
     "restore_signal_handlers",
+    "stage",
 ]
 
 K = TypeVar("K", bound=Hashable)

@@ -13,6 +13,8 @@ capability             what it adds                                    stores
 :class:`HealthChecked`     ``check()`` for ``leaseline doctor``         vault
 :class:`PerTaskTokens`     the per-task token's accessor, revocation   vault
                            by accessor (``leases revoke --orphaned``)
+:class:`StageTokens`      per-stage child tokens (``child_token.      vault
+                           policies``): accessors for the ledger
 :class:`ServedLeases`      leases a node's proxy owns: not recorded,   vault (``proxy = true``)
                            renewed or revoked by the process
 :class:`Versioned`         read/write/retire versions (rotation)       vault (KV v2), memory
@@ -44,6 +46,7 @@ __all__ = [
     "RefreshDefault",
     "SecretMetadata",
     "ServedLeases",
+    "StageTokens",
     "StagingLabels",
     "StaticRoles",
     "Version",
@@ -175,6 +178,24 @@ class PerTaskTokens(Protocol):
 
     def revoke_accessor(self, accessor: str) -> None:
         """Revoke the token with ``accessor`` and every lease under it; gone is fine."""
+        ...
+
+
+@runtime_checkable
+class StageTokens(Protocol):
+    """A store that reads inside a pipeline stage under that stage's own child token
+    (``leaseline._stage``): the resolver caches its reads per stage; the accessors go to the
+    lease ledger like the per-task token's."""
+
+    @property
+    def per_stage(self) -> bool:
+        """Reads inside a stage use the stage's token (``child_token.policies`` is set)."""
+        ...
+
+    @property
+    def stage_token_accessors(self) -> dict[str, str]:
+        """Stage -> accessor of each per-stage token this process made and has not revoked
+        (after :meth:`close`: those whose revocation failed)."""
         ...
 
 

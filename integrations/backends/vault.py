@@ -8,6 +8,9 @@
   outlives that TTL. The login token (when the store logged in itself) and the child token are
   renewed by the resolver's scheduler (``BackendContext.renew_token``), like leases: one
   renewal mechanism per process, and a forked child never renews its parent's tokens.
+- ``child_token = { policies = "per-stage" }`` (or a map of stage to policies): a read made
+  inside a pipeline stage uses that stage's own child token, whose only policy is the stage's
+  (``vault_stages``), so the server refuses what the stage's plan does not name.
 - ``proxy = true``: ``addr`` is a node's ``leaseline proxy`` (OpenBao/Vault Proxy; ``http://``
   on loopback or ``unix:/PATH``), which logs in, holds the node's token and caches leased
   responses. The store sends no token, takes no child token, and never renews or revokes a lease
@@ -51,9 +54,18 @@ from .._exceptions import (
 from .._logins import remember
 from .._refs import SecretRef
 from .._secret import Lease
+from .._stage import StagedRef
 from . import BackendContext, ReadResult, SecretMetadata, Version, options_of
 from ._http import Http, HttpFailure, Response
 from .vault_auth import Auth, auth_from_table
+from .vault_stages import (
+    StagePolicies,
+    StageToken,
+    StageTokenTable,
+    child_token_options,
+    policies_for,
+    stage_denied,
+)
 
 __all__ = ["VaultBackend", "VaultConfig"]
 
@@ -89,6 +101,10 @@ class VaultConfig:
     child_ttl: float | None
     #: ``addr`` is a node's ``leaseline proxy``: no token, no child token, leases are its own
     proxy: bool = False
+    #: ``child_token.policies``: ``"per-stage"``, a stage -> policies map, or ``None``
+    stage_policies: StagePolicies = None
+    #: ``child_token.role``: the token role stage tokens are made with
+    token_role: str = "leaseline"
 
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any], task_ttl: float | None) -> VaultConfig:
@@ -126,6 +142,16 @@ class VaultConfig:
             child = {"enabled": child}
         if not isinstance(child, Mapping):
             raise ConfigError(f'{where} child_token: expected a table such as {{ ttl = "6h" }}')
+        stage_policies, role = child_token_options(child, where)
+        if stage_policies is not None and (proxy or not _flag(child.get("enabled", True))):
+            raise ConfigError(
+                f"{where} child_token.policies needs per-task child tokens: "
+                + (
+                    "behind a node proxy (proxy = true) the proxy holds the only token"
+                    if proxy
+                    else "remove enabled = false"
+                )
+            )
         enabled = _flag(child.get("enabled", True)) and not proxy
         ttl = (
             parse_duration(child["ttl"], f"{where} child_token.ttl") if "ttl" in child else task_ttl
@@ -139,6 +165,8 @@ class VaultConfig:
             child_token=enabled,
             child_ttl=ttl,
             proxy=proxy,
+            stage_policies=stage_policies,
+            token_role=role,
         )
 
 
@@ -177,6 +205,9 @@ class VaultBackend:
         self._accessor: str | None = None
         self._child: str | None = None
         self._child_failed = False
+        self._stages = StageTokenTable()
+        self._unrevoked_child: str | None = None  # after close: the per-task token left valid
+        self._final_denial = False  # a stage's denial: logging in again cannot change it
         if self.config.verify is False:
             log.warning("leaseline: TLS verification is off for store %s (tls_skip_verify)", name)
 
@@ -187,7 +218,8 @@ class VaultBackend:
     ) -> dict[str, Any]:
         headers = {"X-Vault-Request": "true"}
         if not self.config.proxy:  # behind the proxy, its token is forced on every request
-            headers["X-Vault-Token"] = token or self._ensure_token()
+            token = token or self._ensure_token()
+            headers["X-Vault-Token"] = token
         if self.config.namespace:
             headers["X-Vault-Namespace"] = self.config.namespace
         try:
@@ -231,10 +263,12 @@ class VaultBackend:
             except ValueError:
                 return {}
             return data
-        self._raise_for(status, resp, path, ref, method)
+        self._raise_for(status, resp, path, ref, method, token)
         raise AssertionError("unreachable")
 
-    def _raise_for(self, status: int, resp: Response, path: str, ref: str, method: str) -> None:
+    def _raise_for(
+        self, status: int, resp: Response, path: str, ref: str, method: str, token: str | None
+    ) -> None:
         try:
             errors = resp.json().get("errors") or []
         except ValueError:
@@ -252,7 +286,7 @@ class VaultBackend:
                 store=self.name,
             )
         if status in (401, 403):
-            if self._token_rejected(status, detail, path):
+            if self._token_rejected(status, detail, path, token):
                 raise AccessDenied(
                     f"{ref}: Vault at {self.config.addr} does not accept the token (invalid, "
                     "expired or revoked): give a valid one (VAULT_TOKEN, or the store's auth "
@@ -262,6 +296,10 @@ class VaultBackend:
                 )
             capability = {"GET": "read", "LIST": "list"}.get(method, "update")
             policy_path = path.partition("?")[0]
+            stage = self._stages.of_token(token)
+            if stage is not None:
+                self._final_denial = True
+                raise stage_denied(ref, policy_path, capability, stage, self.config.addr, self.name)
             raise AccessDenied(
                 f"{ref}: permission denied on {policy_path} at {self.config.addr}: the token "
                 f"needs '{capability}' on \"{policy_path}\" in its policy (check with "
@@ -286,13 +324,14 @@ class VaultBackend:
             store=self.name,
         )
 
-    def _token_rejected(self, status: int, detail: str, path: str) -> bool:
+    def _token_rejected(self, status: int, detail: str, path: str, token: str | None) -> bool:
         """Whether a 401/403 is about the token itself rather than a missing capability."""
         if status == 401 or "invalid token" in detail or "token expired" in detail:
             return True
-        if path == "auth/token/lookup-self" or self._token is None:
+        token = token or self._token
+        if path == "auth/token/lookup-self" or token is None:
             return False
-        headers = {"X-Vault-Request": "true", "X-Vault-Token": self._token}
+        headers = {"X-Vault-Request": "true", "X-Vault-Token": token}
         if self.config.namespace:
             headers["X-Vault-Namespace"] = self.config.namespace
         try:  # every valid token may look itself up (the default policy)
@@ -409,6 +448,81 @@ class VaultBackend:
             self._child, "child", ttl=float(auth.get("lease_duration") or 0)
         )
 
+    def _stage_token(self, ref: SecretRef) -> StageToken | None:
+        """The token of the stage ``ref`` was read in (made on its first read), ``None`` outside
+        a stage or without ``child_token.policies``."""
+        if not isinstance(ref, StagedRef) or self.config.stage_policies is None:
+            return None
+        found = self._stages.get(ref.stage)
+        if found is not None:
+            return found
+        self._ensure_token()
+        with self._stages.lock:
+            found = self._stages.get(ref.stage)
+            if found is None:
+                try:
+                    found = self._make_stage_token(ref.stage)
+                except AccessDenied:
+                    self._final_denial = True  # the role or the map says no: so would a re-login
+                    raise
+                self._stages.add(found)
+            return found
+
+    def _make_stage_token(self, stage: str) -> StageToken:
+        policies = policies_for(self.config.stage_policies, stage, self.name)
+        role = self.config.token_role
+        body: dict[str, Any] = {
+            "policies": list(policies),
+            "display_name": "leaseline-stage",
+            "meta": {"leaseline": "per-stage", "stage": stage, "pid": str(os.getpid())},
+            "renewable": True,
+        }
+        if self.config.child_ttl:
+            body["ttl"] = f"{int(self.config.child_ttl)}s"
+        parent = self._child or self._login_token
+        where = f"auth/token/create/{role}"
+        try:
+            data = self._request("POST", where, ref=where, token=parent, body=body)
+        except (AccessDenied, SecretNotFound) as exc:
+            denied = isinstance(exc, AccessDenied) and "does not accept" not in exc.message
+            raise AccessDenied(
+                f"stage '{stage}': store {self.name} cannot make its per-stage token at "
+                f"{self.config.addr}: "
+                + (
+                    f'the worker\'s token needs "update" on "{where}" in its policy (the login '
+                    "policy `leaseline plan --apply` prints)"
+                    if denied
+                    else f"{exc.message}"
+                ),
+                store=self.name,
+            ) from None
+        except BackendUnavailable:
+            raise
+        except LeaselineError as exc:  # 400: no such role, or the policy is not allowed by it
+            raise AccessDenied(
+                f"stage '{stage}': the token role '{role}' at {self.config.addr} does not exist "
+                f"or does not allow the policies {', '.join(policies)}: run `leaseline plan "
+                "--apply` on the pipeline (it writes each stage's policy and the role) "
+                f"[{exc.message.rpartition(': ')[2][:200]}]",
+                store=self.name,
+            ) from None
+        auth = data["auth"]
+        token = str(auth["client_token"])
+        remember(token)  # masked, and kept out of `leaseline run` children
+        made = StageToken(
+            stage, token, str(auth.get("accessor") or ""), policies, bool(self._child)
+        )
+        log.info(
+            "leaseline: stage %s reads store %s under its own token (policies %s)",
+            stage,
+            self.name,
+            ", ".join(policies),
+        )
+        self._schedule_token_renewal(
+            token, f"stage:{stage}", ttl=float(auth.get("lease_duration") or 0)
+        )
+        return made
+
     def _schedule_token_renewal(
         self, token: str | None, kind: str, ttl: float | None = None
     ) -> None:
@@ -432,7 +546,7 @@ class VaultBackend:
         increment = f"{int(ttl)}s"
 
         def renew() -> float | None:
-            if token not in (self._login_token, self._child):
+            if token not in (self._login_token, self._child) and not self._stages.holds(token):
                 return None  # replaced (re-login) or revoked (close): nothing to renew
             data = self._request(
                 "POST",
@@ -447,7 +561,11 @@ class VaultBackend:
 
     def reauthenticate(self) -> None:
         """Log in again (the resolver calls this once after a 401/403 before giving up)."""
+        if self._final_denial:  # a stage's policy lacks the path: a new login grants no more
+            self._final_denial = False
+            return
         with self._lock:
+            self._stages.abandon()
             self._token = None
             self._child = None
             self._login()
@@ -499,21 +617,33 @@ class VaultBackend:
 
     @property
     def child_token_accessor(self) -> str | None:
-        """The per-task token's accessor (for the lease ledger), ``None`` without one."""
-        return self._accessor if self._child else None
+        """The per-task token's accessor (for the lease ledger), ``None`` without one; after
+        :meth:`close`, the accessor of a per-task token whose revocation failed."""
+        return self._accessor if self._child else self._unrevoked_child
 
     @property
     def addr(self) -> str:
         return self.config.addr
 
+    @property
+    def per_stage(self) -> bool:
+        """Reads inside a stage use the stage's own token (``child_token.policies``)."""
+        return self.config.stage_policies is not None
+
+    @property
+    def stage_token_accessors(self) -> dict[str, str]:
+        """Stage -> accessor of each per-stage token (after close: those not revoked)."""
+        return self._stages.accessors()
+
     # -- mounts -----------------------------------------------------------------------------------
 
-    def _mount_for(self, path: str, ref: str) -> tuple[_Mount, str]:
+    def _mount_for(self, path: str, ref: str, token: str | None = None) -> tuple[_Mount, str]:
         for prefix, mount in self._mounts.items():
             if path.startswith(prefix):
                 return mount, path[len(prefix) :]
         try:
-            data = self._request("GET", f"sys/internal/ui/mounts/{quote(path)}", ref=ref)["data"]
+            lookup = f"sys/internal/ui/mounts/{quote(path)}"
+            data = self._request("GET", lookup, ref=ref, token=token)["data"]
             prefix = str(data.get("path") or "")
             kind = "other"
             if data.get("type") in {"kv", "generic"}:
@@ -533,15 +663,18 @@ class VaultBackend:
     def read(self, ref: SecretRef) -> ReadResult:
         key = ref.key
         path = ref.locator.strip("/")
-        mount, rest = self._mount_for(path + "/", key)
+        stage = self._stage_token(ref)
+        token = stage.token if stage is not None else None
+        mount, rest = self._mount_for(path + "/", key, token)
         rest = rest.rstrip("/")
         version = ref.option("version")
         if version is not None and mount.kind != "kv2":
             raise LeaselineError(f"{key}: ?version= only applies to KV v2 mounts", ref=key)
-        identity = f"vault-accessor:{self._accessor}" if self._accessor else None
+        accessor = stage.accessor if stage is not None else self._accessor
+        identity = f"vault-accessor:{accessor}" if accessor else None
         if mount.kind == "kv2":
             url = f"{mount.path}data/{rest}" + (f"?version={quote(version)}" if version else "")
-            body = self._request("GET", url, ref=key)
+            body = self._request("GET", url, ref=key, token=token)
             data = body.get("data") or {}
             meta = data.get("metadata") or {}
             if data.get("data") is None:
@@ -551,12 +684,14 @@ class VaultBackend:
             return ReadResult(
                 _stringify(data["data"]), None, version=str(meta.get("version")), identity=identity
             )
-        body = self._request("GET", path, ref=key)
+        body = self._request("GET", path, ref=key, token=token)
         data = body.get("data")
         if data is None:
             raise SecretNotFound(f"{key}: {path} returned no data", ref=key)
         fields = _stringify(data)
         lease_id = body.get("lease_id") or None
+        if lease_id and stage is not None:
+            self._stages.issued(lease_id, stage)
         duration = float(body.get("lease_duration") or 0)
         lease = None
         if self.config.proxy and lease_id and duration > 0:
@@ -587,11 +722,13 @@ class VaultBackend:
     def renew(self, lease: Lease) -> Lease:
         if not lease.id or self.config.proxy:
             return lease
+        stage = self._stages.for_lease(lease.id)
         try:
             body = self._request(
                 "PUT",
                 "sys/leases/renew",
                 ref=lease.id,
+                token=stage.token if stage is not None else None,
                 body={"lease_id": lease.id, "increment": int(lease.ttl)},
             )
         except (SecretNotFound, LeaselineError) as exc:
@@ -605,14 +742,21 @@ class VaultBackend:
     def revoke(self, lease: Lease) -> None:
         if not lease.id or self.config.proxy:
             return  # the proxy's lease: it ends with the node's token
+        stage = self._stages.for_lease(lease.id)
         try:
-            self._request("PUT", "sys/leases/revoke", ref=lease.id, body={"lease_id": lease.id})
+            self._request(
+                "PUT",
+                "sys/leases/revoke",
+                ref=lease.id,
+                token=stage.token if stage is not None else None,
+                body={"lease_id": lease.id},
+            )
         except SecretNotFound:
             return
         except LeaselineError as exc:
             if isinstance(exc, BackendUnavailable):
                 raise
-            if self._child:  # revoke-self of the child token at close covers it
+            if self._child or stage is not None:  # revoke-self of the token at close covers it
                 log.debug(
                     "leaseline: lease revoke refused (%s); child token revocation covers it", exc
                 )
@@ -681,10 +825,13 @@ class VaultBackend:
     def metadata(self, ref: SecretRef) -> SecretMetadata:
         key = ref.key
         path = ref.locator.strip("/")
-        mount, rest = self._mount_for(path + "/", key)
+        stage = self._stage_token(ref)
+        token = stage.token if stage is not None else None
+        mount, rest = self._mount_for(path + "/", key, token)
         rest = rest.rstrip("/")
         if mount.kind == "kv2":
-            data = self._request("GET", f"{mount.path}metadata/{rest}", ref=key)["data"]
+            url = f"{mount.path}metadata/{rest}"
+            data = self._request("GET", url, ref=key, token=token)["data"]
             current = str(data.get("current_version"))
             versions = data.get("versions") or {}
             updated = _ts(data.get("updated_time")) or _ts(
@@ -697,7 +844,7 @@ class VaultBackend:
                 version=current,
                 extra={"versions": sorted(versions, key=int)},
             )
-        body = self._request("GET", path, ref=key)
+        body = self._request("GET", path, ref=key, token=token)
         data = body.get("data") or {}
         if "last_vault_rotation" in data:  # database static role credentials
             return SecretMetadata(
@@ -780,22 +927,27 @@ class VaultBackend:
         self._request("POST", f"{m['mount']}/rotate-role/{m['role']}", ref=ref.key)
 
     def close(self) -> None:
-        """Revoke the per-task token (every lease under it goes too) and an owned login token.
+        """Revoke the per-stage tokens, the per-task token (every lease under them goes too)
+        and an owned login token.
 
-        Raises the :class:`LeaselineError` of a failed per-task token revocation (after closing
-        everything else), so the resolver can keep it as pending.
+        Raises the :class:`LeaselineError` of a failed token revocation (after closing
+        everything else); :attr:`child_token_accessor` and :attr:`stage_token_accessors` then
+        name what is left, so the resolver can keep it as pending.
         """
         child, login = self._child, self._login_token
+        failed = self._close_stage_tokens()
         self._child = None
         self._token = None
-        failed: LeaselineError | None = None
         if child:
             try:
                 self._request(
                     "POST", "auth/token/revoke-self", ref="auth/token/revoke-self", token=child
                 )
             except LeaselineError as exc:
-                failed = exc
+                failed = failed or exc
+                self._unrevoked_child = self._accessor
+            else:  # the stage tokens made under it went with it
+                self._stages.unrevoked = {}
         if login and self.config.auth.owns_token:
             try:
                 self._request(
@@ -807,6 +959,30 @@ class VaultBackend:
         self._http.close()
         if failed is not None:
             raise failed
+
+    def _close_stage_tokens(self) -> LeaselineError | None:
+        """Revoke every per-stage token (and its leases); those that fail stay listed in
+        :attr:`stage_token_accessors`. Once the store is unreachable, the rest are not tried."""
+        failed: LeaselineError | None = None
+        unrevoked: dict[str, str] = {}
+        for made in self._stages.take_all():
+            if isinstance(failed, BackendUnavailable):
+                unrevoked[made.stage] = made.accessor
+                continue
+            try:
+                self._request(
+                    "POST",
+                    "auth/token/revoke-self",
+                    ref="auth/token/revoke-self",
+                    token=made.token,
+                )
+            except LeaselineError as exc:
+                if isinstance(exc, AccessDenied) and "does not accept the token" in exc.message:
+                    continue  # already gone (expired, or revoked with its parent)
+                failed = failed or exc
+                unrevoked[made.stage] = made.accessor
+        self._stages.unrevoked = {s: a for s, a in unrevoked.items() if a}
+        return failed
 
 
 def _listen(addr: str) -> str:

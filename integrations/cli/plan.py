@@ -129,8 +129,30 @@ def plan(
             if p.grants:
                 vault.write_policy(p.policy, p.hcl)
                 click.echo(f"leaseline: wrote policy {p.policy}", err=True)
+        _write_token_role(vault, config, [p.policy for p in plans if p.grants])
     if check and vault is not None:
         _check(vault, plans)
+
+
+def _write_token_role(vault: Any, config: Any, policies: list[str]) -> None:
+    """The token role per-stage child tokens are made with (``child_token.role``)."""
+    from ..plan._server import worker_policy
+
+    if not policies:
+        return
+    roles = {
+        str((t.get("child_token") or {}).get("role") or "leaseline")
+        for n, t in config.stores.items()
+        if t.get("type", n) == "vault" and isinstance(t.get("child_token"), dict)
+    } or {"leaseline"}
+    for role in sorted(roles):
+        allowed = vault.write_token_role(role, policies)
+        click.echo(
+            f"leaseline: wrote token role {role} (allowed policies: {', '.join(allowed)}); "
+            "a worker's login needs this policy to hand each stage its own token:",
+            err=True,
+        )
+        click.echo(worker_policy(role), err=True, nl=False)
 
 
 def _check(vault: Any, plans: list[Any]) -> None:

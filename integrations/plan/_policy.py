@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._refs import parse
+from .._stage import policy_name  # the name per-stage child tokens are made with
 
 __all__ = [
     "Grant",
@@ -59,12 +60,6 @@ class Grant:
 class VaultPlan:
     grants: list[Grant] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def policy_name(stage: str) -> str:
-    """``leaseline-STAGE`` with every character a policy name may not hold turned into ``-``."""
-    safe = "".join(c if c.isalnum() or c in "_-" else "-" for c in stage)
-    return "leaseline-" + safe.strip("-")
 
 
 def vault_grants(

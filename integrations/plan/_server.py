@@ -1,7 +1,9 @@
-"""The two requests ``plan`` makes to Vault/OpenBao: which engine serves a path, write a policy.
+"""The requests ``plan`` makes to Vault/OpenBao: which engine serves a path, write a policy and
+the token role per-stage child tokens are made with.
 
-Neither reads a secret: ``sys/internal/ui/mounts/PATH`` names the mount and its KV version (the
-default policy allows it), ``sys/policies/acl/NAME`` writes a policy (``--apply`` only).
+None reads a secret: ``sys/internal/ui/mounts/PATH`` names the mount and its KV version (the
+default policy allows it), ``sys/policies/acl/NAME`` writes a policy and
+``auth/token/roles/ROLE`` the token role (``--apply`` only).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from .._exceptions import AccessDenied, BackendUnavailable, ConfigError
 
-__all__ = ["Vault"]
+__all__ = ["Vault", "worker_policy"]
 
 
 class Vault:
@@ -81,3 +83,35 @@ class Vault:
     def read_policy(self, name: str) -> str | None:
         answer = self._request("GET", f"sys/policies/acl/{name}")
         return None if answer is None else str((answer.get("data") or {}).get("policy") or "")
+
+    def write_token_role(self, role: str, policies: Iterable[str]) -> list[str]:
+        """Let ``auth/token/create/ROLE`` make tokens with any of ``policies`` (added to what
+        the role already allows, so pipelines applied one by one keep theirs): renewable,
+        children of the token that makes them (not orphans). Returns the allowed policies."""
+        current = self._request("GET", f"auth/token/roles/{role}") or {}
+        allowed = set((current.get("data") or {}).get("allowed_policies") or [])
+        allowed |= set(policies)
+        body = {"allowed_policies": sorted(allowed), "orphan": False, "renewable": True}
+        self._request("POST", f"auth/token/roles/{role}", body)
+        return sorted(allowed)
+
+    def read_token_role(self, role: str) -> list[str] | None:
+        """The policies token role ``role`` allows, ``None`` when there is no such role."""
+        answer = self._request("GET", f"auth/token/roles/{role}")
+        if answer is None:
+            return None
+        return [str(p) for p in (answer.get("data") or {}).get("allowed_policies") or []]
+
+
+def worker_policy(role: str) -> str:
+    """The policy a worker's login needs to hand each stage its own token (and nothing more to
+    read any secret itself: the stages' policies grant the reads)."""
+    return (
+        f'path "auth/token/create/{role}" {{  # per-stage child tokens\n'
+        '  capabilities = ["update"]\n}\n'
+        'path "auth/token/create" {  # the per-task child token\n'
+        '  capabilities = ["update"]\n}\n'
+        'path "auth/token/renew-self" {\n  capabilities = ["update"]\n}\n'
+        'path "auth/token/revoke-self" {\n  capabilities = ["update"]\n}\n'
+        'path "auth/token/lookup-self" {\n  capabilities = ["read"]\n}\n'
+    )

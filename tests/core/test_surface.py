@@ -36,6 +36,7 @@ PUBLIC = {
     "BackendNotInstalled",
     "LeaseExpired",
     "ConfigError",
+    "stage",  # the pipeline stage a block runs as (per-stage child tokens)
 }
 
 
