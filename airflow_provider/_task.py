@@ -11,6 +11,8 @@
 - In a task process, ``sys.stdout`` and ``sys.stderr`` are masked at the source: ``print()``
   output is masked before Airflow's supervisor, its log files or any console sees it.
 - Audit events carry the running task's dag_id, task_id, run_id, try number and map index.
+- The running task is the pipeline stage (``DAG_ID/TASK_ID``, as ``leaseline plan`` names it):
+  a store with ``child_token = { policies = "per-stage" }`` reads with that stage's own token.
 """
 
 from __future__ import annotations
@@ -21,9 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 from leaseline import audit, masking
-from leaseline._scope import Scope, Scopes, restore_signal_handlers
+from leaseline._scope import Scope, Scopes, add_stage_provider, restore_signal_handlers
 
-__all__ = ["airflow_context", "end_task", "in_task_process", "install", "on_lookup", "tasks"]
+__all__ = [
+    "airflow_context",
+    "airflow_stage",
+    "end_task",
+    "in_task_process",
+    "install",
+    "on_lookup",
+    "tasks",
+]
 
 #: the running task's scope (a task process runs one task at a time; `dags test` runs them
 #: one after another, each its own scope)
@@ -89,8 +99,15 @@ def airflow_context() -> dict[str, Any]:
     return {"airflow": {k: v for k, v in info.items() if v is not None}}
 
 
+def airflow_stage() -> str | None:
+    """The running task as a pipeline stage, ``DAG_ID/TASK_ID`` (``None`` outside a task)."""
+    info = airflow_context().get("airflow") or {}
+    dag_id, task_id = info.get("dag_id"), info.get("task_id")
+    return f"{dag_id}/{task_id}" if dag_id and task_id else None
+
+
 def install() -> None:
-    """Forward values to Airflow's masker and add the audit context provider (once)."""
+    """Forward values to Airflow's masker, add the audit context and stage providers (once)."""
     global _installed
     if _installed:
         return
@@ -99,6 +116,7 @@ def install() -> None:
             return
         masking.masker().on_add(_to_airflow_masker)
         audit.add_context_provider(airflow_context)
+        add_stage_provider(airflow_stage)
         _installed = True
 
 

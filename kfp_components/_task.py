@@ -12,10 +12,15 @@ import this module by name, ``leaseline.kfp._task``: keep it). The task is one
 4. a return value or output file holding a resolved value is refused;
 5. at the scope's end the variables are put back to their references and the resolver is
    closed, which revokes every lease and the per-task child token.
+
+The task runs as the pipeline stage ``PIPELINE/TASK`` (as ``leaseline plan`` names it from the
+compiled spec; :func:`kfp_stage`), so a store with ``child_token = { policies = "per-stage" }``
+reads with that stage's own token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -24,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from leaseline import LeaselineError, Resolver, audit, masking
-from leaseline._scope import Scope, references_in_env
+from leaseline._scope import Scope, references_in_env, stage
 from leaseline.masking import Masker
 
-__all__ = ["SecretOutputRefused", "run"]
+__all__ = ["SecretOutputRefused", "kfp_stage", "run"]
 
 log = logging.getLogger("leaseline.kfp")
 
@@ -151,6 +156,17 @@ def kfp_context(argv: list[str] | None = None) -> dict[str, Any]:
     return {"kfp": {"pipeline": pipeline, "run_id": run_name, "task": task_root.name}}
 
 
+def kfp_stage(argv: list[str] | None = None) -> str | None:
+    """This task as a pipeline stage, ``PIPELINE/TASK``: ``LEASELINE_STAGE`` when set (on a
+    cluster: ``task.set_env_variable("LEASELINE_STAGE", ...)``), else a local run's names."""
+    explicit = os.environ.get("LEASELINE_STAGE")
+    if explicit:
+        return explicit
+    info = kfp_context(argv).get("kfp") or {}
+    pipeline, task = info.get("pipeline"), info.get("task")
+    return f"{pipeline}/{task}" if pipeline and task else None
+
+
 def run(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -167,7 +183,8 @@ def run(
     masking.mask_std_streams()  # for the rest of the process: a late traceback is masked too
     audit.add_context_provider(kfp_context)
     resolver = resolver_factory()
-    with Scope("kfp task") as task:
+    name = kfp_stage()
+    with stage(name) if name else contextlib.nullcontext(), Scope("kfp task") as task:
         task.own(resolver)
         wanted = references_in_env(os.environ, resolver)
         wanted.update(secrets or {})

@@ -6,16 +6,28 @@ ends it when the run completes, fails, crashes or is cancelled. The hook is atta
 running flow the first time a block reads in it, so flows need no extra code. Where no
 hook can run in the process (a runner kills a crashed flow run's process), the core revokes at
 interpreter exit and on SIGTERM, and the per-task child token's TTL bounds the rest.
+
+The running task is the pipeline stage (``FLOW_NAME/TASK_NAME``, or ``FLOW_NAME`` for a read in
+the flow itself, as ``leaseline plan`` names it): a store with ``child_token = { policies =
+"per-stage" }`` reads with that stage's own token (:func:`prefect_stage`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-from leaseline._scope import Scope, Scopes
+from leaseline._scope import Scope, Scopes, add_stage_provider
 
-__all__ = ["audit_context", "held_leases", "revoke_leases", "run_scope", "runs"]
+__all__ = [
+    "audit_context",
+    "held_leases",
+    "prefect_stage",
+    "revoke_leases",
+    "run_scope",
+    "runs",
+]
 
 _HOOK_LISTS = (
     "on_completion_hooks",
@@ -91,3 +103,20 @@ def audit_context() -> Mapping[str, Any]:
         if "flow_run_id" not in info and task_ctx.task_run.flow_run_id is not None:
             info["flow_run_id"] = str(task_ctx.task_run.flow_run_id)
     return {"prefect": info} if info else {}
+
+
+def prefect_stage() -> str | None:
+    """The running Prefect task as a pipeline stage: ``FLOW_NAME/TASK_NAME``, ``FLOW_NAME`` in
+    the flow's own code, ``None`` outside a flow run (Prefect is not imported for this)."""
+    context = sys.modules.get("prefect.context")
+    if context is None:
+        return None
+    flow_ctx = context.FlowRunContext.get()
+    if flow_ctx is None or flow_ctx.flow is None:
+        return None
+    task_ctx = context.TaskRunContext.get()
+    flow = str(flow_ctx.flow.name)
+    return f"{flow}/{task_ctx.task.name}" if task_ctx is not None else flow
+
+
+add_stage_provider(prefect_stage)  # a list append: reads made in a flow run know their stage
