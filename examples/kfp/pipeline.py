@@ -14,6 +14,16 @@ Run on this machine with KFP's local runner (VAULT_ADDR/VAULT_TOKEN come from yo
 are inherited by the task processes; they never enter the spec)::
 
     python examples/kfp/pipeline.py local --db-host 127.0.0.1 --db-port 5432
+
+Each task with only its own policy: plan the compiled spec and apply it (one policy per task,
+``leaseline-leaseline-training-prepare-data`` and ``...-train``, and the token role), then turn
+per-stage child tokens on for the run (``docs/least-privilege.md``, "At run time")::
+
+    leaseline plan pipeline.yaml --apply
+    LEASELINE_STORES__VAULT__CHILD_TOKEN__POLICIES=per-stage \
+        python examples/kfp/pipeline.py local --db-host 127.0.0.1 --db-port 5432
+
+(On a cluster, also set ``LEASELINE_STAGE`` to ``leaseline-training/TASK`` on each task.)
 """
 
 import argparse
