@@ -23,7 +23,7 @@ from leaseline.backends import StageTokens
 from leaseline.backends.vault import VaultConfig
 from leaseline.plan._server import Vault, worker_policy
 
-from tests.servers import OpenBao
+from tests.servers import DatabaseEngine, OpenBao
 
 
 @dataclass
@@ -313,3 +313,43 @@ def test_the_map_form_is_read_as_stage_to_policies() -> None:
     )
     assert config.stage_policies == {"d/t": ("a", "b"), "d/u": ("c",)}
     assert config.token_role == "r"
+
+
+def test_a_dynamic_lease_taken_in_a_stage_is_renewed_and_revoked_with_its_token(
+    openbao: OpenBao, vault_db: DatabaseEngine, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    from leaseline._ledger import Ledger, Recorder
+
+    stage = f"{pipeline.name}/extract"
+    creds = vault_db.creds_path()
+    openbao.client().sys.create_or_update_policy(
+        name=policy_name(stage),
+        policy=(
+            f'path "{creds}" {{\n  capabilities = ["read"]\n}}\n'
+            'path "sys/leases/renew" {\n  capabilities = ["update"]\n}\n'
+            'path "sys/leases/revoke" {\n  capabilities = ["update"]\n}\n'
+        ),
+    )
+    Vault(openbao.addr, openbao.root_token).write_token_role(pipeline.role, [policy_name(stage)])
+    seen = len(openbao.audit_lines())
+    with resolver(openbao, pipeline.store(), tmp_path) as r:
+        with leaseline.stage(stage):
+            secret = r.get(f"vault://{creds}")
+        assert secret.lease is not None and secret.lease.id
+        lease = secret.lease
+        (key, held), *_ = r.leases()
+        assert key == f"vault://{creds} (stage {stage})" and held.id == lease.id
+        # the lease ledger (leaseline run's writer) records the lease and the stage's token
+        ledger = Ledger(tmp_path / "run-ledger.jsonl")
+        Recorder(ledger, r, "test").record(["vault"])
+        backend = r.backend("vault")
+        assert isinstance(backend, StageTokens)
+        accessor = backend.stage_token_accessors[stage]
+        text = (tmp_path / "run-ledger.jsonl").read_text()
+        assert accessor in text and str(lease.id) in text
+        backend.renew(lease)  # renewed with the stage's token, which the lease was issued under
+        (renewal,) = reads_of(openbao, "sys/leases/renew", seen)
+        assert renewal["auth"]["policies"] == ["default", policy_name(stage)]
+    assert not alive(openbao, accessor)  # closed: the token and its lease are revoked
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        openbao.client().sys.read_lease(lease.id)
