@@ -86,6 +86,19 @@ def reads_of(openbao: OpenBao, path: str, since: int) -> list[dict[str, Any]]:
     ]
 
 
+def frozen(openbao: OpenBao) -> None:
+    """Wait until the stopped server no longer answers (SIGSTOP lands a moment after kill())."""
+    import urllib.error
+    import urllib.request
+
+    for _ in range(50):
+        try:
+            urllib.request.urlopen(f"{openbao.addr}/v1/sys/health", timeout=0.5).close()
+        except (urllib.error.URLError, TimeoutError, OSError):
+            return
+    raise AssertionError("the frozen server still answers")
+
+
 def alive(openbao: OpenBao, accessor: str) -> bool:
     try:
         openbao.client().auth.token.lookup_accessor(accessor)
@@ -260,6 +273,7 @@ def test_stage_tokens_left_valid_when_the_store_is_down_at_exit_go_to_the_ledger
     accessors = set(backend.stage_token_accessors.values())
     openbao.freeze()  # connections accepted, never answered
     try:
+        frozen(openbao)
         r.close()
     finally:
         openbao.thaw()
