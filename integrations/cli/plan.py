@@ -1,8 +1,10 @@
-"""``leaseline plan PATH...``: the least Vault and IAM policy per pipeline stage, no secret read."""
+"""``leaseline plan PATH...``: the least Vault, IAM and Azure grants per pipeline stage, no secret
+read."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,29 @@ def _backend_kwargs(value: str | None) -> dict[str, Any] | None:
 )
 @click.option("--aws-region", default="*", show_default=True, help="Region in IAM ARNs.")
 @click.option("--aws-account", default="*", show_default=True, help="Account id in IAM ARNs.")
+@click.option(
+    "--prefect-api",
+    metavar="URL",
+    is_flag=False,
+    flag_value="PREFECT_API_URL",
+    help="Read leaseline's Prefect blocks saved in this Prefect API (block documents only: "
+    "references, no secret) and plan them for the flows that load them. Alone (--prefect-api "
+    "after the paths): PREFECT_API_URL.",
+)
+@click.option(
+    "--azure-subscription",
+    metavar="ID",
+    help="Subscription id in Azure role assignment scopes (default: the placeholder "
+    "SUBSCRIPTION_ID).",
+)
+@click.option(
+    "--azure-resource-group",
+    "azure_resource_groups",
+    metavar="[VAULT=]RG",
+    multiple=True,
+    help="Resource group of the key vaults (VAULT=RG for one vault; repeatable). Default: the "
+    "placeholder RESOURCE_GROUP.",
+)
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -71,19 +96,25 @@ def plan(
     check: bool,
     aws_region: str,
     aws_account: str,
+    prefect_api: str | None,
+    azure_subscription: str | None,
+    azure_resource_groups: tuple[str, ...],
 ) -> None:
     """Print, per pipeline stage, the references it uses and the least policy that serves them.
 
     \b
     PATH is a file or a folder: Airflow DAG files and flow code (Python, read with ast, never
     run), compiled KFP pipeline specs (YAML), leaseline.toml aliases and `leaseline run`
-    manifests. No secret is read: the references come from the files.
+    manifests; with --prefect-api, the Prefect blocks that flow code loads. No secret is read:
+    the references come from the files and the block documents.
 
     \b
     Examples:
       leaseline plan examples/
       leaseline plan dags/ --airflow-backend-kwargs @backend_kwargs.json --format json
       leaseline plan pipeline.yaml --addr https://vault:8200 --apply
+      leaseline plan flows/ --prefect-api http://prefect:4200/api --format table
+      leaseline plan flows/ --azure-subscription SUB --azure-resource-group ml-rg
 
     \b
     Exit codes: 0 ok, 1 --check found a policy that differs from the plan, 2 usage or config
@@ -92,6 +123,7 @@ def plan(
     from .._config import load_config
     from ..plan import AirflowMapping, collisions, vault_locators
     from ..plan import plan as make_plan
+    from ..plan._prefect import PrefectApi
     from ..plan._server import Vault
 
     opts = ctx.find_object(Options) or Options()
@@ -103,7 +135,20 @@ def plan(
         "airflow": AirflowMapping.from_kwargs(kwargs) if kwargs else None,
         "aws_region": aws_region,
         "aws_account": aws_account,
+        "azure_subscription": azure_subscription,
+        "azure_resource_groups": _resource_groups(azure_resource_groups),
     }
+    if prefect_api is not None:
+        url = (
+            os.environ.get("PREFECT_API_URL", "")
+            if prefect_api == "PREFECT_API_URL"
+            else prefect_api
+        )
+        if not url:
+            fail("--prefect-api: give the API's URL (http://HOST:4200/api) or set PREFECT_API_URL")
+        api = PrefectApi(url)
+        options["prefect_blocks"] = api.block_documents()
+        options["prefect_api"] = api.shown
     plans = make_plan(paths, **options)
     if apply and check:
         fail("--apply and --check: choose one (--check after --apply finds nothing)")
@@ -133,6 +178,16 @@ def plan(
         _check(vault, plans)
 
 
+def _resource_groups(given: tuple[str, ...]) -> dict[str, str]:
+    groups: dict[str, str] = {}
+    for item in given:
+        vault, _, group = item.rpartition("=")
+        if not group or (vault == "" and "=" in item):
+            fail(f"--azure-resource-group {item!r}: expected RG or VAULT=RG")
+        groups[vault] = group
+    return groups
+
+
 def _check(vault: Any, plans: list[Any]) -> None:
     from ..plan._policy import compare, parse_hcl
 
@@ -155,8 +210,15 @@ def _check(vault: Any, plans: list[Any]) -> None:
 
 
 def _hcl(plans: list[Any]) -> None:
+    from ..plan._policy import az_command
+
     for p in plans:
-        click.echo(f"# stage {p.stage.name} ({p.stage.kind}, {p.stage.source})")
+        if p.stage.kind == "unused-block":
+            click.echo(f"# Prefect block {p.stage.name} (saved in {p.stage.source}, unused)")
+        else:
+            click.echo(f"# stage {p.stage.name} ({p.stage.kind}, {p.stage.source})")
+        for block in sorted(p.stage.blocks):
+            click.echo(f"#   loads Prefect block {block[0]}/{block[1]}")
         for ref in sorted(p.stage.references):
             click.echo(f"#   uses {ref}")
         for note in [*p.stage.notes, *p.notes]:
@@ -168,6 +230,10 @@ def _hcl(plans: list[Any]) -> None:
             click.echo(f"# IAM policy for {p.stage.name}:")
             for line in json.dumps(p.iam, indent=2).splitlines():
                 click.echo(f"#   {line}")
+        if p.azure:
+            click.echo(f"# Azure role assignments for {p.stage.name} (one per secret):")
+            for assignment in p.azure:
+                click.echo(f"#   {az_command(assignment)}")
         click.echo()
 
 
@@ -180,9 +246,18 @@ def _table(plans: list[Any]) -> None:
         for statement in (p.iam or {}).get("Statement", []):
             for resource in statement["Resource"]:
                 rows.append((p.stage.name, "-", f"{statement['Action'][0]} {resource}"))
-        if not p.grants and not p.iam:
+        for assignment in p.azure:
+            for ref in assignment["references"]:
+                role, scope = assignment["roleDefinitionName"], assignment["scope"]
+                rows.append((p.stage.name, ref, f"{role} {scope}"))
+        if p.stage.kind == "unused-block":
+            for ref in sorted(p.stage.references) or ["-"]:
+                rows.append((p.stage.name, ref, "(Prefect block no stage loads: no policy)"))
+        elif not p.grants and not p.iam and not p.azure:
             for ref in sorted(p.stage.references):
-                rows.append((p.stage.name, ref, "(no store policy: not a Vault or AWS reference)"))
+                rows.append(
+                    (p.stage.name, ref, "(no store policy: not a Vault, AWS or Azure reference)")
+                )
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     for row in rows:
         click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip())
