@@ -85,6 +85,13 @@ def _backend_kwargs(value: str | None) -> dict[str, Any] | None:
     help="Resource group of the key vaults (VAULT=RG for one vault; repeatable). Default: the "
     "placeholder RESOURCE_GROUP.",
 )
+@click.option(
+    "--azure-current",
+    metavar="STAGE=FILE",
+    multiple=True,
+    help="With --check: a stage identity's role assignments, as `az role assignment list "
+    "--assignee ID --all -o json` prints them (repeatable).",
+)
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -99,6 +106,7 @@ def plan(
     prefect_api: str | None,
     azure_subscription: str | None,
     azure_resource_groups: tuple[str, ...],
+    azure_current: tuple[str, ...],
 ) -> None:
     """Print, per pipeline stage, the references it uses and the least policy that serves them.
 
@@ -117,8 +125,8 @@ def plan(
       leaseline plan flows/ --azure-subscription SUB --azure-resource-group ml-rg
 
     \b
-    Exit codes: 0 ok, 1 --check found a policy that differs from the plan, 2 usage or config
-    error, 4 denied, 5 Vault unavailable.
+    Exit codes: 0 ok, 1 --check found a policy (or Azure role assignments) that differs from
+    the plan, 2 usage or config error, 4 denied, 5 Vault or the Prefect API unavailable.
     """
     from .._config import load_config
     from ..plan import AirflowMapping, collisions, vault_locators
@@ -158,10 +166,11 @@ def plan(
             f"stages would share the policy name(s) {', '.join(shared)}: plan them separately "
             "(one PATH per pipeline) or rename a DAG/pipeline; nothing was written"
         )
-    vault = Vault(addr) if addr or apply or check else None
+    current = _azure_current(azure_current) if check else {}
+    needs_vault = addr or apply or (check and any(p.grants for p in plans))
+    vault = Vault(addr) if needs_vault else None
     if vault is not None:
-        stores = {"vault"} | {n for n, t in config.stores.items() if t.get("type") == "vault"}
-        mounts = vault.mounts(vault_locators(plans, stores))
+        mounts = vault.mounts(vault_locators(plans))
         plans = make_plan(paths, mounts=mounts, **options)
     if fmt == "json":
         click.echo(json.dumps([p.as_dict() for p in plans], indent=2))
@@ -174,8 +183,8 @@ def plan(
             if p.grants:
                 vault.write_policy(p.policy, p.hcl)
                 click.echo(f"leaseline: wrote policy {p.policy}", err=True)
-    if check and vault is not None:
-        _check(vault, plans)
+    if check:
+        _check(vault, plans, current)
 
 
 def _resource_groups(given: tuple[str, ...]) -> dict[str, str]:
@@ -188,22 +197,58 @@ def _resource_groups(given: tuple[str, ...]) -> dict[str, str]:
     return groups
 
 
-def _check(vault: Any, plans: list[Any]) -> None:
-    from ..plan._policy import compare, parse_hcl
+def _azure_current(given: tuple[str, ...]) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for item in given:
+        stage, _, path = item.partition("=")
+        if not stage or not path:
+            fail(f"--azure-current {item!r}: expected STAGE=FILE")
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            fail(
+                f"--azure-current {stage}: cannot read {path} as JSON ({str(exc).splitlines()[0]})"
+            )
+        if not isinstance(data, list) or not all(isinstance(a, dict) for a in data):
+            fail(
+                f"--azure-current {stage}: {path} is not a list of role assignments (write it "
+                "with `az role assignment list --assignee ID --all -o json`)"
+            )
+        found[stage] = data
+    return found
+
+
+def _check(vault: Any, plans: list[Any], azure: dict[str, list[Any]]) -> None:
+    from ..plan._policy import compare, compare_role_assignments, parse_hcl
 
     differs = 0
     for p in plans:
-        if not p.grants:
-            continue
-        current = vault.read_policy(p.policy)
-        problems = (
-            ["is missing from Vault: write it with `leaseline plan --apply`"]
-            if current is None
-            else compare(p.grants, parse_hcl(current))
-        )
+        problems = []
+        if p.grants:
+            policy = vault.read_policy(p.policy)
+            found = (
+                ["is missing from Vault: write it with `leaseline plan --apply`"]
+                if policy is None
+                else compare(p.grants, parse_hcl(policy))
+            )
+            problems += [f"{p.policy} {problem}" for problem in found]
+        if p.azure:
+            current = azure.get(p.stage.name)
+            found = (
+                [
+                    "are not checked: pass --azure-current STAGE=FILE (`az role assignment list "
+                    "--assignee ID --all -o json`)"
+                ]
+                if current is None
+                else compare_role_assignments(p.azure, current)
+            )
+            problems += [f"Azure role assignments {problem}" for problem in found]
         for problem in problems:
-            click.echo(f"leaseline: stage {p.stage.name}: {p.policy} {problem}", err=True)
+            click.echo(f"leaseline: stage {p.stage.name}: {problem}", err=True)
         differs += bool(problems)
+    unknown = sorted(set(azure) - {p.stage.name for p in plans if p.azure})
+    if unknown:
+        fail(f"--azure-current: no stage with Azure references is named {', '.join(unknown)}")
     if differs:
         fail(f"{differs} stage policy(ies) differ from the plan", 1)
     click.echo("leaseline: every stage's policy matches the plan", err=True)

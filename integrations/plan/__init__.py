@@ -43,6 +43,8 @@ class StagePlan:
     notes: list[str] = field(default_factory=list)
     #: Azure role assignments: ``roleDefinitionName``, ``scope`` (one secret), ``references``
     azure: list[dict[str, Any]] = field(default_factory=list)
+    #: the stores of Vault type its references name (configured, or a Prefect block's)
+    vault_stores: frozenset[str] = frozenset({"vault"})
 
     @property
     def hcl(self) -> str:
@@ -123,7 +125,17 @@ def plan(
             resource_groups=azure_resource_groups,
         )
         notes = [*vault.notes, *iam_notes, *azure_notes]
-        plans.append(StagePlan(stage, policy_name(stage.name), vault.grants, iam, notes, azure))
+        plans.append(
+            StagePlan(
+                stage,
+                policy_name(stage.name),
+                vault.grants,
+                iam,
+                notes,
+                azure,
+                frozenset(vault_stores),
+            )
+        )
     owners: dict[str, list[StagePlan]] = {}
     for p in plans:
         if p.grants:
@@ -179,13 +191,14 @@ def collisions(plans: Iterable[StagePlan]) -> list[str]:
 
 
 def vault_locators(
-    plans: Iterable[StagePlan], vault_stores: Iterable[str] = ("vault",)
+    plans: Iterable[StagePlan], vault_stores: Iterable[str] | None = None
 ) -> set[str]:
-    """Every Vault locator the plans name (to look their mounts up)."""
-    stores = set(vault_stores)
+    """Every Vault locator the plans name (to look their mounts up); ``vault_stores``: the
+    stores of Vault type (default: each plan's own)."""
+    given = None if vault_stores is None else set(vault_stores)
     return {
         parse(ref).locator
         for p in plans
         for ref in p.stage.references
-        if parse(ref).store in stores
+        if parse(ref).store in (p.vault_stores if given is None else given)
     }

@@ -343,19 +343,41 @@ def az_command(assignment: Mapping[str, Any]) -> str:
     )
 
 
+#: roles that can give an identity more Key Vault access than planned, wherever they sit above
+_ADMIN_ROLES = frozenset(
+    {"Owner", "User Access Administrator", "Role Based Access Control Administrator"}
+)
+
+
 def compare_role_assignments(
     planned: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]
 ) -> list[str]:
-    """What ``current`` (``az role assignment list --assignee ID --all``) grants beyond
-    ``planned`` and what it lacks. Scopes compare case-insensitively, as Azure's do."""
+    """What ``current`` (``az role assignment list --assignee ID --all -o json``) grants beyond
+    ``planned`` and what it lacks, as ``grant more/less than planned: ...``.
+
+    Counted as more: a ``Key Vault *`` role on any Key Vault scope or on a scope above a planned
+    one (the vault, its resource group, the subscription), and a role that can assign roles
+    (Owner...) above a planned scope. Other assignments (storage, compute...) are not the plan's
+    business. Scopes compare case-insensitively, as Azure's do.
+    """
     want = {(str(a["roleDefinitionName"]), str(a["scope"]).lower()): a for a in planned}
-    have = {(str(a.get("roleDefinitionName")), str(a.get("scope", "")).lower()): a for a in current}
+    scopes = {scope for _, scope in want}
+    have: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for a in current:
+        role, scope = str(a.get("roleDefinitionName")), str(a.get("scope", "")).rstrip("/")
+        key = (role, scope.lower())
+        above = any(s == key[1] or s.startswith(key[1] + "/") for s in scopes)
+        vault_role = role.startswith("Key Vault") and (
+            above or "/providers/microsoft.keyvault/" in key[1]
+        )
+        if vault_role or (role in _ADMIN_ROLES and above):
+            have[key] = a
     problems = [
-        f'grants more than planned: {role} on "{have[(role, scope)].get("scope")}"'
+        f'grant more than planned: {role} on "{have[(role, scope)].get("scope")}"'
         for role, scope in sorted(set(have) - set(want))
     ]
     problems += [
-        f'grants less than planned: no {role} on "{want[(role, scope)]["scope"]}"'
+        f'grant less than planned: no {role} on "{want[(role, scope)]["scope"]}"'
         for role, scope in sorted(set(want) - set(have))
     ]
     return problems
