@@ -143,3 +143,46 @@ def test_a_block_loaded_by_a_computed_name_is_a_note(tmp_path: Path, code: str, 
     [only] = plan([tmp_path])
     assert only.stage.name == "run"
     assert only.stage.notes == [f"{note}: its block is not planned"]
+
+
+def test_a_block_named_by_a_parameter_is_resolved_per_call(tmp_path: Path) -> None:
+    (tmp_path / "flow.py").write_text(
+        textwrap.dedent(
+            """
+            from leaseline.prefect import DatabaseCredentials, SecretReference
+            from prefect import flow, task
+
+            @task
+            def load(db_block, key_block="openai"):
+                DatabaseCredentials.load(db_block)
+                SecretReference.load(name=key_block)
+
+            @flow
+            def nightly(db_block: str = "training-db", other: str = "x"):
+                load(db_block)  # the flow parameter's default, passed on
+                load.submit("eval-db", key_block="eval-key")
+                SecretReference.load(other)
+
+            @flow
+            def adhoc(name):
+                load(name)
+            """
+        )
+    )
+    plans = by_name(plan([tmp_path]))
+    assert plans["nightly/load"].stage.blocks == {
+        ("leaseline-database-credentials", "training-db"),
+        ("leaseline-database-credentials", "eval-db"),
+        ("leaseline-secret-reference", "openai"),
+        ("leaseline-secret-reference", "eval-key"),
+    }
+    assert plans["nightly"].stage.blocks == {("leaseline-secret-reference", "x")}
+    assert plans["nightly"].stage.notes[:1] == [
+        "line 14: SecretReference.load(other): planned for the flow parameter's default 'x'; a "
+        "run given another other loads another block"
+    ]
+    assert plans["adhoc/load"].stage.blocks == {("leaseline-secret-reference", "openai")}
+    assert plans["adhoc/load"].stage.notes[:1] == [
+        "line 7: DatabaseCredentials.load(db_block) in task load: adhoc passes no known name for "
+        "db_block: its block is not planned"
+    ]

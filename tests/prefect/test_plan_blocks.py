@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,10 @@ def save_unchecked(name: str, like: str, slug: str, data: dict[str, Any]) -> Non
 def saved(prefect_server: PrefectServer, canary: Any) -> dict[str, str]:
     """Blocks saved through the API; their names are unique to this test."""
     tag = secrets.token_hex(4)
-    names = {k: f"{k}-{tag}" for k in ("openai", "warehouse", "role", "unused", "bad", "pasted")}
+    names = {
+        k: f"{k}-{tag}"
+        for k in ("openai", "warehouse", "role", "unused", "bad", "pasted", "nostore", "word")
+    }
     names["literal"] = canary.new("literal-credential")
     store = LeaselineStore(
         store_name="prod",
@@ -75,8 +79,11 @@ def saved(prefect_server: PrefectServer, canary: Any) -> dict[str, str]:
     SecretReference(ref="vault://secret/ml/never-loaded#k").save(names["unused"])
     slug = BLOCK_TYPES["SecretReference"]
     save_unchecked(names["bad"], names["openai"], slug, {"ref": "vault://secret/../llm/openai"})
-    names["value"] = canary.new("pasted-value")  # a value saved where its reference belongs
+    # a value saved where its reference belongs (an API key pasted into the block)
+    names["value"] = f"sk-proj-{canary.new('k').replace('-', '')}"
     save_unchecked(names["pasted"], names["openai"], slug, {"ref": names["value"]})
+    save_unchecked(names["nostore"], names["openai"], slug, {"ref": "nostore://x/y"})
+    save_unchecked(names["word"], names["openai"], slug, {"ref": "openai-key"})  # no such alias
     names["store"] = f"prod-store-{tag}"
     return names
 
@@ -103,6 +110,8 @@ def flow_code(folder: Path, names: dict[str, str]) -> Path:
                 AwsRoleCredentials.load("{names["role"]}").get_boto3_session()
                 SecretReference.load("{names["bad"]}")
                 SecretReference.load("{names["pasted"]}")
+                SecretReference.load("{names["nostore"]}")
+                SecretReference.load("{names["word"]}")
                 SecretReference.load("missing-{names["openai"]}")
                 embed()
                 load_rows()
@@ -147,9 +156,15 @@ def test_blocks_saved_in_the_api_are_planned_for_the_stages_that_load_them(
         "it again with a valid reference)",
         f"Prefect block {slug}/missing-{saved['openai']} is not saved in the Prefect API at "
         f"{prefect_server.api_url}",
-        f"Prefect block {slug}/{saved['pasted']}: its ref is neither STORE://LOCATOR nor an "
-        "alias in leaseline.toml's [aliases]; no policy is planned for it (fix the block: save "
-        "it again with a valid reference)",
+        f"Prefect block {slug}/{saved['nostore']}: its ref names store 'nostore', which is "
+        "neither configured (leaseline.toml [stores], the block's store) nor a store type; no "
+        "policy is planned for it (fix the block: save it again with a valid reference)",
+        f"Prefect block {slug}/{saved['pasted']}: its ref looks like a credential (OpenAI API "
+        "key), not a reference: move the value to a store; no policy is planned for it (fix the "
+        "block: save it again with a valid reference)",
+        f"Prefect block {slug}/{saved['word']}: its ref is neither STORE://LOCATOR nor an alias "
+        "in leaseline.toml's [aliases]; no policy is planned for it (fix the block: save it "
+        "again with a valid reference)",
     ]
 
     unused = entries[f"{slug}/{saved['unused']}"]
@@ -206,3 +221,30 @@ def test_an_unreachable_or_wrong_prefect_api_is_a_clear_error(tmp_path: Path) ->
     alone = leaseline("plan", str(tmp_path), "--prefect-api", env=unset)
     assert alone.returncode == 2
     assert "give the API's URL" in alone.stderr
+
+
+def test_the_prefect_example_plans_its_blocks_per_task(
+    prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    """examples/prefect loads its blocks by the flow's parameters (``DatabaseCredentials.load
+    (db_block)``): the parameters' defaults, passed on to the tasks, name the blocks."""
+    examples = Path(__file__).resolve().parents[2] / "examples" / "prefect"
+    sys.path.insert(0, str(examples))
+    try:
+        from blocks import save_blocks  # examples/prefect/blocks.py
+    finally:
+        sys.path.remove(str(examples))
+    save_blocks("http://127.0.0.1:8200", "db.internal", 5432)
+    result = leaseline(
+        "plan", str(examples / "flow.py"), "--format", "json",
+        "--prefect-api", prefect_server.api_url, env=base_env(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stages = {e["stage"]: e for e in json.loads(result.stdout) if e["kind"] != "unused-block"}
+    assert set(stages) == {"train-and-describe/load_rows", "train-and-describe/describe"}
+    rows, describe = stages["train-and-describe/load_rows"], stages["train-and-describe/describe"]
+    assert rows["references"] == ["env://VAULT_TOKEN", "vault://database/creds/reader"]
+    assert rows["vault_policy"].startswith('path "database/creds/reader" {')
+    assert describe["references"] == ["env://VAULT_TOKEN", "vault://secret/llm/openai#api_key"]
+    assert describe["vault_policy"].startswith('path "secret/data/llm/openai" {')
+    assert 'path "database/creds/reader"' not in describe["vault_policy"]
