@@ -198,3 +198,14 @@ def test_plan_of_a_named_azure_store_from_config(tmp_path: Path) -> None:
     assert [a["scope"] for a in only.azure] == [
         f"/subscriptions/{SUB}/resourceGroups/rg{KV}/fixed-vault/secrets/hf-token"
     ]
+
+
+def test_the_azure_example_gets_one_exact_scope_per_stage_and_secret(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "azure" / "nightly_flow.py"
+    plans = plan([example], azure_subscription=SUB, azure_resource_groups={"": "ml-rg"})
+    rg = f"/subscriptions/{SUB}/resourceGroups/ml-rg{KV}"
+    assert {p.stage.name: [a["scope"] for a in p.azure] for p in plans} == {
+        "nightly-embeddings/embed": [f"{rg}/ml-keys/secrets/openai-key"],
+        "nightly-embeddings/load-rows": [f"{rg}/ml-data/secrets/warehouse"],
+    }
+    assert all(p.grants == [] and p.iam is None and p.notes == [] for p in plans)
