@@ -19,15 +19,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._exceptions import InvalidReference
-from .._refs import parse
 from ._prefect import BLOCK_TYPES
-from ._sources import AirflowMapping, Stage, reference
+from ._sources import AirflowMapping, Stage, airflow_lookup, reference
 
 __all__ = ["python_stages"]
 
-_AIRFLOW_VARIABLE = {("Variable", "get")}
-_AIRFLOW_CONNECTION = {("Connection", "get"), ("BaseHook", "get_connection")}
 #: methods that run a task, or give a copy of it: ``t.submit()``, ``t.with_options(...)()``
 _RENAMES = frozenset({"with_options", "override"})
 #: a call: the name called, the task name a ``with_options(name=)`` gives, and the arguments
@@ -349,7 +345,7 @@ def _read(path: Path, airflow: AirflowMapping, known: set[str]) -> _File | None:
                 if ref:
                     stage.references.add(ref)
             elif isinstance(child, ast.Call):
-                _airflow_call(child, stage, airflow)
+                airflow_lookup(child, stage, airflow)
                 _block_load(child, blocks, scope, stage)
                 task_id = _keyword(child, "task_id")
                 if container is not None and container[1] == "dag" and task_id:
@@ -386,28 +382,3 @@ def _is_dag_class(call: ast.Call) -> bool:
     func = call.func
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
     return name == "DAG"
-
-
-def _airflow_call(call: ast.Call, stage: Stage, airflow: AirflowMapping) -> None:
-    func = call.func
-    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
-        return
-    pair = (func.value.id, func.attr)
-    if pair not in _AIRFLOW_VARIABLE | _AIRFLOW_CONNECTION:
-        return
-    arg = call.args[0] if call.args else None
-    if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
-        stage.notes.append(f"line {call.lineno}: {func.value.id}.{func.attr} with a computed key")
-        return
-    what = "Variable" if pair in _AIRFLOW_VARIABLE else "Connection"
-    refs = airflow.variable(arg.value) if what == "Variable" else airflow.connection(arg.value)
-    if not refs:
-        stage.notes.append(
-            f"{what} '{arg.value}' maps to no reference: pass the LeaselineBackend's "
-            "backend_kwargs (--airflow-backend-kwargs) or it is not served by leaseline"
-        )
-    for ref in refs:
-        try:
-            stage.references.add(str(parse(ref)))
-        except InvalidReference as exc:
-            stage.notes.append(f"{what} '{arg.value}': {str(exc).splitlines()[0]}")

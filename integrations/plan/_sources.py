@@ -8,6 +8,7 @@ Prefect blocks saved in the API are :mod:`._prefect`'s.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import re
@@ -21,11 +22,13 @@ from .._exceptions import ConfigError, InvalidReference
 from .._refs import environment_references, is_reference, parse
 from .._registry import known_types
 
-__all__ = ["AirflowMapping", "Stage", "find_stages", "reference"]
+__all__ = ["AirflowMapping", "Stage", "airflow_lookup", "find_stages", "reference"]
 
 #: a quoted reference inside code text (a KFP component's embedded ``secrets={...}``)
 _QUOTED = re.compile(r"""(['"])([a-z][a-z0-9-]*://[^'"\s]+)\1""")
 _SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", ".tox"})
+_AIRFLOW_VARIABLE = {("Variable", "get")}
+_AIRFLOW_CONNECTION = {("Connection", "get"), ("BaseHook", "get_connection")}
 
 
 @dataclass
@@ -134,6 +137,33 @@ def reference(text: str, known: set[str]) -> str | None:
     if "@" in ref.locator.split("/", 1)[0]:
         return None  # user:password@host: a URL shape, not a path in a store
     return str(ref)
+
+
+def airflow_lookup(call: ast.Call, stage: Stage, airflow: AirflowMapping) -> None:
+    """``Variable.get("k")`` / ``Connection.get("c")`` / ``BaseHook.get_connection("c")`` in
+    ``call``: the references ``airflow`` maps it to, on ``stage`` (else a note)."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
+        return
+    pair = (func.value.id, func.attr)
+    if pair not in _AIRFLOW_VARIABLE | _AIRFLOW_CONNECTION:
+        return
+    arg = call.args[0] if call.args else None
+    if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+        stage.notes.append(f"line {call.lineno}: {func.value.id}.{func.attr} with a computed key")
+        return
+    what = "Variable" if pair in _AIRFLOW_VARIABLE else "Connection"
+    refs = airflow.variable(arg.value) if what == "Variable" else airflow.connection(arg.value)
+    if not refs:
+        stage.notes.append(
+            f"{what} '{arg.value}' maps to no reference: pass the LeaselineBackend's "
+            "backend_kwargs (--airflow-backend-kwargs) or it is not served by leaseline"
+        )
+    for ref in refs:
+        try:
+            stage.references.add(str(parse(ref)))
+        except InvalidReference as exc:
+            stage.notes.append(f"{what} '{arg.value}': {str(exc).splitlines()[0]}")
 
 
 # -- compiled KFP pipeline specs ---------------------------------------------------------------
