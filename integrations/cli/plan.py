@@ -34,8 +34,8 @@ def _backend_kwargs(value: str | None) -> dict[str, Any] | None:
     type=click.Choice(["hcl", "json", "table"]),
     default="hcl",
     show_default=True,
-    help="hcl: per stage its references and Vault policy (and IAM JSON); json: one document; "
-    "table: stage, reference, grant.",
+    help="hcl: per stage its references and Vault policy (and IAM JSON, az role assignment "
+    "commands); json: one document; table: stage, reference, grant.",
 )
 @click.option(
     "--airflow-backend-kwargs",
@@ -57,8 +57,9 @@ def _backend_kwargs(value: str | None) -> dict[str, Any] | None:
 @click.option(
     "--check",
     is_flag=True,
-    help="Compare each stage's leaseline-STAGE policy in Vault with the plan; exit 1 when one "
-    "grants more or less than planned (or is missing).",
+    help="Compare each stage's leaseline-STAGE policy in Vault (and --azure-current role "
+    "assignments) with the plan; exit 1 when one grants more or less than planned (or is "
+    "missing).",
 )
 @click.option("--aws-region", default="*", show_default=True, help="Region in IAM ARNs.")
 @click.option("--aws-account", default="*", show_default=True, help="Account id in IAM ARNs.")
@@ -166,7 +167,9 @@ def plan(
             f"stages would share the policy name(s) {', '.join(shared)}: plan them separately "
             "(one PATH per pipeline) or rename a DAG/pipeline; nothing was written"
         )
-    current = _azure_current(azure_current) if check else {}
+    if azure_current and not check:
+        fail("--azure-current is compared with the plan by --check: add --check")
+    current = _azure_current(azure_current)
     needs_vault = addr or apply or (check and any(p.grants for p in plans))
     vault = Vault(addr) if needs_vault else None
     if vault is not None:

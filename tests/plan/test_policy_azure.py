@@ -172,6 +172,16 @@ def test_check_compares_with_az_role_assignment_list(tmp_path: Path) -> None:
     assert "Storage" not in both.stderr
     assert "1 stage policy(ies) differ" in both.stderr
 
+    without_check = [a for a in args if a != "--check"]
+    refused = leaseline(*without_check, env=env)
+    assert refused.returncode == 2
+    assert "--azure-current is compared with the plan by --check" in refused.stderr
+    not_json = tmp_path / "not.json"
+    not_json.write_text("{}")
+    bad = leaseline(*args, "--azure-current", f"nightly/load={not_json}", env=env)
+    assert bad.returncode == 2
+    assert "is not a list of role assignments" in bad.stderr
+
     wide.write_text(json.dumps(az_list(("Key Vault Secrets User", load_scope))))
     same = leaseline(*args, "--azure-current", f"nightly/load={wide}", env=env)
     assert same.returncode == 0, same.stderr
