@@ -1,8 +1,9 @@
 """Where a pipeline names its secrets: found by reading files, never by reading a secret.
 
 One function per source: Python code (Airflow DAGs, Prefect flows, any literal reference, grouped
-by the ``@dag``/``@task``/``@flow`` function it appears in), compiled KFP pipeline specs (YAML),
+by the stage it appears in: :mod:`._python`), compiled KFP pipeline specs (YAML),
 ``leaseline.toml`` aliases and ``leaseline run`` manifests. Each gives :class:`Stage` objects.
+Prefect blocks saved in the API are :mod:`._prefect`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .._exceptions import ConfigError, InvalidReference
 from .._refs import environment_references, is_reference, parse
 from .._registry import known_types
 
-__all__ = ["AirflowMapping", "Stage", "find_stages"]
+__all__ = ["AirflowMapping", "Stage", "airflow_lookup", "find_stages", "reference"]
 
 #: a quoted reference inside code text (a KFP component's embedded ``secrets={...}``)
 _QUOTED = re.compile(r"""(['"])([a-z][a-z0-9-]*://[^'"\s]+)\1""")
@@ -34,11 +35,13 @@ _AIRFLOW_CONNECTION = {("Connection", "get"), ("BaseHook", "get_connection")}
 class Stage:
     """One unit of work and the references it uses: a DAG's task, a pipeline's component..."""
 
-    name: str  #: ``dag/task``, ``pipeline/task``, ``module.flow``, ``manifest``...
-    kind: str  #: ``dag/task``, ``pipeline/component``, ``flow/task``, ``manifest``, ``aliases``
+    name: str  #: ``DAG/TASK``, ``PIPELINE/TASK``, ``FLOW/TASK``, ``FLOW``, ``manifest``...
+    kind: str  #: ``dag/task``, ``pipeline/component``, ``flow/task``, ``flow``, ``manifest``...
     source: str
     references: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    #: Prefect blocks its code loads by name: ``(block type slug, document name)``
+    blocks: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -87,17 +90,21 @@ def find_stages(
 
     ``stores``: the configured store names; ``aliases``: the config's, for manifests' values.
     """
+    from ._python import python_stages  # it imports Stage and reference from here
+
     known = set(stores)
     stages: list[Stage] = []
+    code: list[Path] = []
     for path in _files(paths):
         suffix = path.suffix
         if suffix == ".py":
-            stages += _python(path, airflow or AirflowMapping(), known)
+            code.append(path)
         elif suffix in {".yaml", ".yml"}:
             stages += _kfp_spec(path, known)
         elif suffix in {".toml", ".json"}:
             stages += _toml_or_manifest(path, known, aliases or {})
-    return [s for s in stages if s.references or s.notes]
+    stages = python_stages(code, airflow or AirflowMapping(), known) + stages
+    return [s for s in stages if s.references or s.notes or s.blocks]
 
 
 def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -114,7 +121,7 @@ def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
                 yield child
 
 
-def _reference(text: str, known: set[str]) -> str | None:
+def reference(text: str, known: set[str]) -> str | None:
     """``text`` when it is a valid reference to a store, by the rule ``leaseline run`` applies to
     the environment (:func:`leaseline._refs.environment_references`): a configured store or a
     store type, never a URL (``https://``, ``redis://:PASSWORD@host``...), which may hold a
@@ -132,107 +139,9 @@ def _reference(text: str, known: set[str]) -> str | None:
     return str(ref)
 
 
-# -- Python: DAG files, flows, any code --------------------------------------------------------
-
-
-def _decorator_name(node: ast.expr) -> str:
-    """``task`` for ``@task``, ``@task(...)``, ``@task.virtualenv(...)``, ``@decorators.task``."""
-    target = node.func if isinstance(node, ast.Call) else node
-    chain: list[str] = []
-    while isinstance(target, ast.Attribute):
-        chain.insert(0, target.attr)
-        target = target.value
-    if isinstance(target, ast.Name):
-        chain.insert(0, target.id)
-    return next((name for name in chain if name in {"dag", "task", "flow"}), "")
-
-
-def _keyword(node: ast.expr, name: str) -> str | None:
-    if isinstance(node, ast.Call):
-        for kw in node.keywords:
-            if kw.arg == name and isinstance(kw.value, ast.Constant):
-                return str(kw.value.value)
-    return None
-
-
-def _python(path: Path, airflow: AirflowMapping, known: set[str]) -> list[Stage]:
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
-        return []
-    stages: dict[str, Stage] = {}
-    module = Stage(path.name, "module", str(path))
-    callables: dict[str, list[Stage]] = {}  # python_callable=NAME -> the operators' stages
-    deferred: list[ast.FunctionDef | ast.AsyncFunctionDef] = []  # plain module-level functions
-
-    def visit(node: ast.AST, stage: Stage, dag: str | None) -> None:
-        for child in ast.iter_child_nodes(node):
-            current, current_dag = stage, dag
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                if node is tree and not child.decorator_list:
-                    deferred.append(child)  # an operator's python_callable, perhaps
-                    continue
-                for deco in child.decorator_list:
-                    kind = _decorator_name(deco)
-                    if kind == "dag":
-                        current_dag = _keyword(deco, "dag_id") or child.name
-                        current = stages.setdefault(
-                            current_dag, Stage(current_dag, "dag", str(path))
-                        )
-                    elif kind in {"task", "flow"}:
-                        name = _keyword(deco, "task_id") or _keyword(deco, "name") or child.name
-                        current = task_stage(name, dag, kind)
-            elif isinstance(child, ast.With | ast.AsyncWith):
-                for item in child.items:
-                    dag_id = _dag_context(item.context_expr)
-                    if dag_id:
-                        current_dag = dag_id
-                        current = stages.setdefault(dag_id, Stage(dag_id, "dag", str(path)))
-            elif isinstance(child, ast.Constant) and isinstance(child.value, str):
-                ref = _reference(child.value, known)
-                if ref:
-                    stage.references.add(ref)
-            elif isinstance(child, ast.Call):
-                _airflow_call(child, stage, airflow)
-                task_id = _keyword(child, "task_id")
-                if dag is not None and task_id:  # a classic operator: PythonOperator(task_id=...)
-                    current = task_stage(task_id, dag, "task")
-                    for kw in child.keywords:
-                        if kw.arg == "python_callable" and isinstance(kw.value, ast.Name):
-                            callables.setdefault(kw.value.id, []).append(current)
-            visit(child, current, current_dag)
-
-    def task_stage(name: str, dag: str | None, kind: str) -> Stage:
-        if dag is not None:
-            full, label = f"{dag}/{name}", "dag/task"
-        else:
-            full, label = f"{path.stem}.{name}", f"flow/{kind}"
-        return stages.setdefault(full, Stage(full, label, str(path)))
-
-    visit(tree, module, None)
-    for func in deferred:
-        for stage in callables.get(func.name, [module]):
-            defaults = [ast.Expr(value) for value in func.args.defaults]
-            visit(ast.Module(body=[*defaults, *func.body], type_ignores=[]), stage, None)
-    return [module, *stages.values()]
-
-
-def _dag_context(node: ast.expr) -> str | None:
-    """The dag id of ``with DAG("id")`` / ``with DAG(dag_id="id")``."""
-    if not (isinstance(node, ast.Call) and _is_dag_class(node)):
-        return None
-    if node.args and isinstance(node.args[0], ast.Constant):
-        return str(node.args[0].value)
-    return _keyword(node, "dag_id")
-
-
-def _is_dag_class(call: ast.Call) -> bool:
-    func = call.func
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-    return name == "DAG"
-
-
-def _airflow_call(call: ast.Call, stage: Stage, airflow: AirflowMapping) -> None:
+def airflow_lookup(call: ast.Call, stage: Stage, airflow: AirflowMapping) -> None:
+    """``Variable.get("k")`` / ``Connection.get("c")`` / ``BaseHook.get_connection("c")`` in
+    ``call``: the references ``airflow`` maps it to, on ``stage`` (else a note)."""
     func = call.func
     if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
         return
@@ -274,12 +183,12 @@ def _strings(node: Any) -> Iterator[str]:
 def _refs_in(node: Any, known: set[str]) -> set[str]:
     found: set[str] = set()
     for text in _strings(node):
-        whole = _reference(text, known)
+        whole = reference(text, known)
         if whole:
             found.add(whole)
             continue
         for match in _QUOTED.finditer(text):
-            ref = _reference(match.group(2), known)
+            ref = reference(match.group(2), known)
             if ref:
                 found.add(ref)
     return found
@@ -344,7 +253,7 @@ def _toml_or_manifest(path: Path, known: set[str], aliases: Mapping[str, str]) -
     if isinstance(data.get("aliases"), dict):
         stage = Stage(f"{path.stem}.aliases", "aliases", str(path))
         for name, target in data["aliases"].items():
-            ref = _reference(str(target), known)
+            ref = reference(str(target), known)
             if ref:
                 stage.references.add(ref)
             else:
@@ -360,7 +269,7 @@ def _toml_or_manifest(path: Path, known: set[str], aliases: Mapping[str, str]) -
             if target is not None:  # an alias: what `leaseline run` would resolve
                 with contextlib.suppress(InvalidReference):
                     ref = str(parse(ref, aliases=aliases))
-            parsed = _reference(ref, known | {"file", "env"})
+            parsed = reference(ref, known | {"file", "env"})
             if parsed:
                 stage.references.add(parsed)
             else:

@@ -126,12 +126,13 @@ def test_prefect_flow_tasks_are_stages_of_their_own(tmp_path: Path) -> None:
         )
     )
     plans = by_name(plan([tmp_path]))
-    assert set(plans) == {"flow.embed", "flow.fetch-rows"}
-    assert plans["flow.embed"].stage.kind == "flow/task"  # type: ignore[attr-defined]
-    assert grants(plans["flow.embed"])[0] == ("secret/data/llm/openai", ("read",))
-    assert plans["flow.embed"].iam is None  # type: ignore[attr-defined]
-    assert plans["flow.fetch-rows"].grants == []  # type: ignore[attr-defined]
-    assert plans["flow.fetch-rows"].iam["Statement"][0]["Resource"] == [  # type: ignore[attr-defined]
+    # FLOW/TASK with Prefect's own names: what the flow run's task runs are called
+    assert set(plans) == {"nightly/embed", "nightly/fetch-rows"}
+    assert plans["nightly/embed"].stage.kind == "flow/task"  # type: ignore[attr-defined]
+    assert grants(plans["nightly/embed"])[0] == ("secret/data/llm/openai", ("read",))
+    assert plans["nightly/embed"].iam is None  # type: ignore[attr-defined]
+    assert plans["nightly/fetch-rows"].grants == []  # type: ignore[attr-defined]
+    assert plans["nightly/fetch-rows"].iam["Statement"][0]["Resource"] == [  # type: ignore[attr-defined]
         "arn:aws:secretsmanager:*:*:secret:prod/warehouse-??????"
     ]
 
@@ -262,14 +263,14 @@ def test_apply_refuses_two_stages_that_would_share_a_policy_name(tmp_path: Path)
             f'from prefect import task\n\n@task\ndef step():\n    return "vault://secret/{folder}#k"\n'
         )
     plans = by_name(plan([tmp_path / "a"]))
-    assert plans["flow.step"].notes == [  # type: ignore[attr-defined]
+    assert plans["step"].notes == [  # type: ignore[attr-defined]
         "secret/ taken as KV v2 (no server asked): pass --addr to look the mounts up"
     ]
     result = leaseline(
         "plan", str(tmp_path), "--apply", "--addr", "http://127.0.0.1:9", env=base_env(tmp_path)
     )
     assert result.returncode == 2
-    assert "share the policy name(s) leaseline-flow-step" in result.stderr
+    assert "share the policy name(s) leaseline-step" in result.stderr
     assert "nothing was written" in result.stderr
 
 
@@ -323,7 +324,7 @@ def test_urls_and_unknown_schemes_are_not_references_and_never_printed(
         )
         assert plan([code]) == []
         plans = by_name(plan([code], stores={"kv": {"type": "azure-kv"}}))
-        assert plans["job.step"].stage.references == {"kv://ml-keys/openai#api_key"}  # type: ignore[attr-defined]
+        assert plans["step"].stage.references == {"kv://ml-keys/openai#api_key"}  # type: ignore[attr-defined]
         result = leaseline("plan", code, "--format", "json", env=base_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
