@@ -11,8 +11,8 @@ from leaseline import InvalidReference, Resolver, default_resolver
 from leaseline._scope import Resolvers, config_with_store, looks_like_credential
 from leaseline.audit import add_context_provider
 from leaseline.masking import masker
-from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from prefect.blocks.core import Block, schema_extra
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from . import _failures
 from ._runs import audit_context
@@ -42,6 +42,20 @@ def _refuse_values(value: Any, where: str) -> None:
             _refuse_values(item, f"{where}[{index}]")
 
 
+def _store_schema_extra(schema: dict[str, Any], model: type[Block]) -> None:
+    """Prefect's block schema, with ``secret_options`` named ``secret_options.*``.
+
+    Prefect names a ``dict[str, SecretStr]`` field bare in ``secret_fields``, and its API then
+    hides the field only if the whole value is one string: the values of the dict came back in
+    clear to any reader who did not ask for secrets. ``.*`` makes it hide every value under the
+    field (as it does for ``SecretDict``).
+    """
+    schema_extra(schema, model)
+    schema["secret_fields"] = [
+        "secret_options.*" if f == "secret_options" else f for f in schema["secret_fields"]
+    ]
+
+
 class LeaselineStore(Block):
     """How to reach and authenticate to one leaseline store (``[stores.NAME]`` as a block).
 
@@ -58,6 +72,8 @@ class LeaselineStore(Block):
     its own ``Secret`` block does. Raises :class:`leaseline.InvalidReference` for an option value
     that looks like a credential.
     """
+
+    model_config: ClassVar[ConfigDict] = ConfigDict(json_schema_extra=_store_schema_extra)
 
     _block_type_name: ClassVar[str] = "Leaseline Store"
     _block_type_slug: ClassVar[str] = "leaseline-store"

@@ -312,6 +312,30 @@ def test_blocks_hold_references_and_work_in_a_new_process(
     assert not {r for r in vault_db.pg.roles() - roles_before if r.startswith("v-")}
 
 
+def test_secret_options_are_hidden_from_readers_without_include_secrets(
+    prefect_server: PrefectServer, canary: Any
+) -> None:
+    """Prefect hides a block's secret fields from a reader who does not ask for secrets; for a
+    dict of secrets it hides only what the schema names with ``.*``. ``secret_options`` was
+    named bare, so its values came back in clear to every API reader."""
+    literal = canary.new("secret-id")
+    name = f"store-{secrets.token_hex(3)}"
+    LeaselineStore(
+        store_name="vault",
+        options={"addr": "http://127.0.0.1:8200", "auth": {"method": "approle", "role_id": "r"}},
+        secret_options={"auth.secret_id": literal},
+    ).save(name)
+    with get_client(sync_client=True) as client:
+        hidden = client.read_block_document_by_name(name, "leaseline-store", include_secrets=False)
+    shown = json.dumps(hidden.model_dump(mode="json"))
+    assert literal not in shown
+    assert "auth.secret_id" in shown  # the key stays visible, the value does not
+    assert "secret_options.*" in hidden.block_schema.fields["secret_fields"]
+    # the block itself, loaded with its secrets, still has the value for its resolver
+    loaded = LeaselineStore.load(name)
+    assert loaded.table()["auth"]["secret_id"] == literal
+
+
 def test_prefect_block_register_finds_the_blocks(prefect_server: PrefectServer) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "register", "-m", "leaseline.prefect"],
