@@ -178,10 +178,14 @@ class Scanner:
 
     def scan_paths(self, paths: Iterable[str], excludes: Iterable[str] = ()) -> list[Finding]:
         out: list[Finding] = []
-        for path in iter_paths(paths, excludes):
-            src = read_file(path)
-            if src is not None:
-                out += self.scan_source(SourceFile(_display(path), src.data))
+        excludes = tuple(excludes)
+        for root in paths:
+            for path in iter_paths([root], excludes):
+                src = read_file(path)
+                if src is not None:
+                    # the path under the scanned root says "tests/", not where the root sits
+                    inner = os.path.relpath(path, root) if os.path.isdir(root) else path
+                    out += self.scan_source(SourceFile(_display(path), src.data), inner)
         return out
 
     def scan_sources(self, sources: Iterable[SourceFile]) -> list[Finding]:
@@ -193,7 +197,8 @@ class Scanner:
     def scan_text(self, path: str, text: str) -> list[Finding]:
         return self.scan_source(SourceFile(path, text.encode("utf-8")))
 
-    def scan_source(self, src: SourceFile) -> list[Finding]:
+    def scan_source(self, src: SourceFile, inner: str | None = None) -> list[Finding]:
+        """Findings in one file; ``inner``: its path under the scanned root (confidence)."""
         self.files_scanned += 1
         self.bytes_scanned += len(src.data)
         kind, raw, segs = segments(src)
@@ -202,10 +207,12 @@ class Scanner:
         seen: set[tuple[int, str]] = set()  # a value two segments share (W&B config) once
         whole = len(segs) == 1 and segs[0].text is raw  # the file's own bytes can go native
         for seg in segs:
-            found = list(self._scan_segment(src.path, kind, seg))
+            found = list(self._scan_segment(src.path, kind, seg, inner or src.path))
             if self.native is not None:
                 data = src.data if whole else seg.text.encode("utf-8", "replace")
-                found = _merge(found, self._native_findings(src.path, kind, seg, data))
+                found = _merge(
+                    found, self._native_findings(src.path, kind, seg, data, inner or src.path)
+                )
             for finding in found:
                 if seg.in_json:
                     finding = replace(finding, line=_json_line(raw, finding.secret, cursor))
@@ -217,7 +224,7 @@ class Scanner:
 
     # -- the core loop --------------------------------------------------------------------------
 
-    def _scan_segment(self, path: str, kind: str, seg: Segment) -> Iterator[Finding]:
+    def _scan_segment(self, path: str, kind: str, seg: Segment, inner: str) -> Iterator[Finding]:
         text = seg.text
         taken: list[tuple[int, int]] = []
         for rule, spans, at_start in self._prefilter.plan(text, kind):
@@ -240,7 +247,7 @@ class Scanner:
                     taken.append((start, end))
                     low = value.lower()
                     prefixed = any(a in low for a in entry.words)
-                    level = demote("high" if prefixed else "medium", rule.family, value, path)
+                    level = demote("high" if prefixed else "medium", rule.family, value, inner)
                     yield Finding(
                         path=path,
                         line=seg.first_line + text.count("\n", 0, start),
@@ -256,7 +263,7 @@ class Scanner:
                     )
 
     def _native_findings(
-        self, path: str, kind: str, seg: Segment, data: bytes
+        self, path: str, kind: str, seg: Segment, data: bytes, inner: str
     ) -> Iterator[Finding]:
         assert self.native is not None
         for hit in self.native.scan(data):
@@ -274,7 +281,7 @@ class Scanner:
                 redacted=redact(value),
                 hashed_secret=_sha1(value),
                 secret=value,
-                confidence=demote(hit.confidence, hit.family, value, path),
+                confidence=demote(hit.confidence, hit.family, value, inner),
             )
 
 
