@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from .._detectors import is_placeholder, shannon_entropy
 
-__all__ = ["LEVELS", "at_least", "demote", "rank"]
+__all__ = ["KEYWORD_FAMILIES", "LEVELS", "at_least", "demote", "rank"]
 
 LEVELS = ("low", "medium", "high")
 #: families found by a keyword or a URL's shape rather than by a provider's own format
@@ -28,6 +28,8 @@ KEYWORD_FAMILIES = frozenset({"generic", "url", "database", "other"})
 _WORDY = re.compile(r"(?i)[a-z]+(?:[-_./ ]?[a-z]+)*[-_]?[0-9]{0,4}[!?.]?")
 #: ``$1``, ``$S2`` (a grammar's capture), ``%s``, ``{0}``: a template, not a value
 _TEMPLATE = re.compile(r"\$\w|%[sd]|\{\d*\}")
+#: ``package.module:Name`` (an entry point, a class path): code, not a value
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.\w+)+(?::\w+(?:\.\w+)*)?|\w+:[A-Z]\w*")
 _SEQUENCE = re.compile(r"0123|1234|2345|3456|4567|5678|6789|abcd|qwer|asdf")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _DOCS_PATH = re.compile(
@@ -51,7 +53,9 @@ def _lower(level: str) -> str:
 def _stand_in(value: str) -> bool:
     """A value that reads as an example: words, a template, a counting run, encoded text."""
     plain = unquote(value).strip(",;:()[]{}<>'\"")
-    if is_placeholder(plain) or _WORDY.fullmatch(plain) or len(plain) < 8:
+    if is_placeholder(plain) or len(plain) < 8 or _WORDY.fullmatch(plain):
+        return True
+    if _DOTTED.fullmatch(plain) and not any(c.isdigit() for c in plain):
         return True
     if _TEMPLATE.search(value) or _SEQUENCE.search(plain.lower()):
         return True

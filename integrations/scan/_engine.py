@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .._detectors import REFERENCE, is_placeholder
-from ._confidence import at_least, demote
+from ._confidence import KEYWORD_FAMILIES, at_least, demote
 from ._prefilter import Prefilter
 from ._rules import GENERIC, RULES, Rule, generic_ok, redact
 from ._sources import Segment, SourceFile, iter_paths, read_file, segments
@@ -246,7 +246,10 @@ class Scanner:
                         continue
                     taken.append((start, end))
                     low = value.lower()
-                    prefixed = any(a in low for a in entry.words)
+                    # a provider's own prefix in the value (not a keyword's word in it)
+                    prefixed = rule.family not in KEYWORD_FAMILIES and any(
+                        a in low for a in entry.words
+                    )
                     level = demote("high" if prefixed else "medium", rule.family, value, inner)
                     yield Finding(
                         path=path,
