@@ -224,8 +224,11 @@ class Scanner:
 
     # -- the core loop --------------------------------------------------------------------------
 
-    def _scan_segment(self, path: str, kind: str, seg: Segment, inner: str) -> Iterator[Finding]:
+    def _scan_segment(
+        self, path: str, kind: str, seg: Segment, inner: str | None = None
+    ) -> Iterator[Finding]:
         text = seg.text
+        inner = inner or path
         taken: list[tuple[int, int]] = []
         for rule, spans, at_start in self._prefilter.plan(text, kind):
             entry = self._anchors[rule.id]
