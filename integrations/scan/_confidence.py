@@ -25,7 +25,7 @@ LEVELS = ("low", "medium", "high")
 #: families found by a keyword or a URL's shape rather than by a provider's own format
 KEYWORD_FAMILIES = frozenset({"generic", "url", "database", "other"})
 
-_WORDY = re.compile(r"(?i)[a-z]+(?:[-_./ ]?[a-z]+)*[-_]?[0-9]{0,4}[!?.]?")
+_WORDY = re.compile(r"(?i)[a-z]+(?:[-_./ ][a-z]+)*[-_]?[0-9]{0,4}[!?.]?")
 #: ``$1``, ``$S2`` (a grammar's capture), ``%s``, ``{0}``: a template, not a value
 _TEMPLATE = re.compile(r"\$\w|%[sd]|\{\d*\}")
 #: ``package.module:Name`` (an entry point, a class path): code, not a value

@@ -21,7 +21,9 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -122,6 +124,7 @@ def _sha1(value: str) -> str:
 
 
 _ENGINES = ("auto", "kingfisher", "python")
+_BATCH = 64  # files per thread task
 
 
 _NATIVE: dict[int, NativeEngine] = {}  # one per process (pid): the compiled rules are reused
@@ -155,6 +158,7 @@ class Scanner:
         rules: Iterable[Rule] | None = None,
         detect_secrets: bool = True,
         engine: str | None = None,
+        workers: int | None = None,
     ) -> None:
         chosen = engine or os.environ.get("LEASELINE_SCAN_ENGINE") or "auto"
         if chosen not in _ENGINES:
@@ -168,6 +172,11 @@ class Scanner:
         self._anchors = {e.rule.id: e for e in self._prefilter.entries}
         self.files_scanned = 0
         self.bytes_scanned = 0
+        self._count = threading.Lock()
+        #: threads for :meth:`scan_paths` (``LEASELINE_SCAN_WORKERS``; default: the CPUs, <= 4)
+        self.workers = workers or int(
+            os.environ.get("LEASELINE_SCAN_WORKERS") or min(os.cpu_count() or 1, 4)
+        )
 
     @property
     def engine(self) -> str:
@@ -177,15 +186,25 @@ class Scanner:
     # -- entry points ---------------------------------------------------------------------------
 
     def scan_paths(self, paths: Iterable[str], excludes: Iterable[str] = ()) -> list[Finding]:
-        out: list[Finding] = []
         excludes = tuple(excludes)
+        jobs: list[tuple[str, str]] = []
         for root in paths:
             for path in iter_paths([root], excludes):
-                src = read_file(path)
-                if src is not None:
-                    # the path under the scanned root says "tests/", not where the root sits
-                    inner = os.path.relpath(path, root) if os.path.isdir(root) else path
-                    out += self.scan_source(SourceFile(_display(path), src.data), inner)
+                # the path under the scanned root says "tests/", not where the root sits
+                jobs.append((path, os.path.relpath(path, root) if os.path.isdir(root) else path))
+        batches = [jobs[i : i + _BATCH] for i in range(0, len(jobs), _BATCH)]
+        if self.workers <= 1 or len(batches) < 2:
+            return [f for batch in batches for f in self._scan_batch(batch)]
+        # the native scan, file reads and the automaton release the GIL: threads overlap them
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="leaseline-scan") as pool:
+            return [f for found in pool.map(self._scan_batch, batches) for f in found]
+
+    def _scan_batch(self, batch: list[tuple[str, str]]) -> list[Finding]:
+        out: list[Finding] = []
+        for path, inner in batch:
+            src = read_file(path)
+            if src is not None:
+                out += self.scan_source(SourceFile(_display(path), src.data), inner)
         return out
 
     def scan_sources(self, sources: Iterable[SourceFile]) -> list[Finding]:
@@ -199,8 +218,9 @@ class Scanner:
 
     def scan_source(self, src: SourceFile, inner: str | None = None) -> list[Finding]:
         """Findings in one file; ``inner``: its path under the scanned root (confidence)."""
-        self.files_scanned += 1
-        self.bytes_scanned += len(src.data)
+        with self._count:
+            self.files_scanned += 1
+            self.bytes_scanned += len(src.data)
         kind, raw, segs = segments(src)
         findings: list[Finding] = []
         cursor: dict[str, int] = {}  # notebook: where to look for the next copy of a value
