@@ -9,6 +9,7 @@ import os
 import secrets
 import string
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,18 @@ def test_a_long_word_like_value_is_judged_in_linear_time() -> None:
     something else (Kingfisher's curl header findings: a 111-byte file took seconds)."""
     value = "Bearer" + "a" * 40 + "Ab" * 20 + "#"
     assert demote("medium", "generic", value, "call.sh") in LEVELS
+
+
+def test_the_sdk_is_imported_only_when_a_scan_needs_it() -> None:
+    code = (
+        "import sys, leaseline, leaseline.scan\n"
+        "from leaseline.scan import Scanner\n"
+        "before = 'kingfisher_sdk' in sys.modules\n"
+        "Scanner(engine='python')\n"
+        "python = 'kingfisher_sdk' in sys.modules\n"
+        "print(before, python, Scanner().engine, 'kingfisher_sdk' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "False", "kingfisher", "True"]
