@@ -6,6 +6,10 @@ with passwords and private keys, plus detect-secrets' regex detectors, in source
 sources and every output), Dockerfiles, compose and pipeline YAML, ``.env`` files and DAG files.
 Each finding says which reference to use instead and, with ``[audit] hmac_key`` configured,
 whether it is the *current* value of a managed reference (matched by HMAC, never by value).
+With the ``scan`` extra, Kingfisher's native rules (``kingfisher-secret-scanner``) run beside
+leaseline's own (:mod:`._engine`); every finding has a confidence (``high``/``medium``/``low``,
+:mod:`._confidence`) and :func:`scan` returns those at or above ``confidence`` (default
+``medium``).
 
 >>> from leaseline.scan import scan
 >>> result = scan(["."])  # doctest: +SKIP
