@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .._detectors import REFERENCE, is_placeholder
-from ._confidence import KEYWORD_FAMILIES, at_least, demote
+from ._confidence import KEYWORD_FAMILIES, at_least, comment_line, demote, in_docs
 from ._prefilter import Prefilter
 from ._rules import GENERIC, RULES, Rule, generic_ok, redact
 from ._sources import Segment, SourceFile, iter_paths, read_file, segments
@@ -273,7 +273,14 @@ class Scanner:
                     prefixed = rule.family not in KEYWORD_FAMILIES and any(
                         a in low for a in entry.words
                     )
-                    level = demote("high" if prefixed else "medium", rule.family, value, inner)
+                    level = demote(
+                        "high" if prefixed else "medium",
+                        rule.family,
+                        value,
+                        inner,
+                        docs=in_docs(text, start, inner),
+                        comment=comment_line(text, start),
+                    )
                     yield Finding(
                         path=path,
                         line=seg.first_line + text.count("\n", 0, start),
@@ -296,6 +303,7 @@ class Scanner:
             if not _native_ok(hit):
                 continue
             value = hit.secret
+            at = len(data[: hit.offset].decode("utf-8", "replace"))  # bytes -> characters
             yield Finding(
                 path=path,
                 line=seg.first_line + hit.line - 1,
@@ -307,7 +315,14 @@ class Scanner:
                 redacted=redact(value),
                 hashed_secret=_sha1(value),
                 secret=value,
-                confidence=demote(hit.confidence, hit.family, value, inner),
+                confidence=demote(
+                    hit.confidence,
+                    hit.family,
+                    value,
+                    inner,
+                    docs=in_docs(seg.text, at, inner),
+                    comment=comment_line(seg.text, at),
+                ),
             )
 
 

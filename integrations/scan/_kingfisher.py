@@ -91,6 +91,7 @@ class NativeHit:
     family: str
     confidence: str
     line: int  # 1-based, in the scanned bytes
+    offset: int  # of the value, in the scanned bytes
     secret: str
 
     def __repr__(self) -> str:
@@ -119,8 +120,17 @@ class NativeEngine:
             named = self._names.get(rule)
             if named is None:
                 named = self._names[rule] = (_short_name(f.rule_name, rule), family(rule))
+            where = f.location
             out.append(
-                NativeHit(rule, named[0], named[1], f.confidence, f.location["line"], f.secret)
+                NativeHit(
+                    rule,
+                    named[0],
+                    named[1],
+                    f.confidence,
+                    where["line"],
+                    where["start_offset"],
+                    f.secret,
+                )
             )
         return out
 
