@@ -178,3 +178,17 @@ def test_the_sdk_is_imported_only_when_a_scan_needs_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["False", "False", "kingfisher", "True"]
+
+
+def test_examples_and_comments_lower_the_confidence() -> None:
+    hf = "hf" + "_" + _rand(34)
+    assert _levels(f'>>> login("{hf}")\n') == {("huggingface", "low")}
+    assert _levels(f'def f():\n    """Call it so:\n\n    token: {hf}\n    """\n') == {
+        ("huggingface", "low")
+    }
+    assert _levels(f"# the old one: {hf}\n") == {("huggingface", "medium")}
+    # a triple-quoted value is a value, and a host named example is no example
+    assert _levels(f'KEYS = """\n{hf}\n"""\n') == {("huggingface", "high")}
+    assert _levels(f'curl https://api.example.com -H "X-Token: {hf}"\n', "call.sh") == {
+        ("huggingface", "high")
+    }
