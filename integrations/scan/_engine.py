@@ -189,9 +189,11 @@ class Scanner:
         excludes = tuple(excludes)
         jobs: list[tuple[str, str]] = []
         for root in paths:
+            prefix = os.path.join(root, "")
             for path in iter_paths([root], excludes):
                 # the path under the scanned root says "tests/", not where the root sits
-                jobs.append((path, os.path.relpath(path, root) if os.path.isdir(root) else path))
+                inner = path[len(prefix) :] if path.startswith(prefix) else path
+                jobs.append((path, inner))
         batches = [jobs[i : i + _BATCH] for i in range(0, len(jobs), _BATCH)]
         if self.workers <= 1 or len(batches) < 2:
             return [f for batch in batches for f in self._scan_batch(batch)]
@@ -355,6 +357,8 @@ def _merge(own: list[Finding], native: Iterable[Finding]) -> list[Finding]:
 
 
 def _display(path: str) -> str:
+    if not os.path.isabs(path):
+        return os.path.normpath(path)  # relative already: as relpath would give it, faster
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
 

@@ -190,6 +190,8 @@ class _Entry:
     words: Literals
     before: int
     after: int
+    #: the automaton's indexes of ``words`` (set once the automaton is built)
+    indexes: tuple[int, ...] = ()
 
     @property
     def anchored(self) -> bool:
@@ -213,7 +215,9 @@ class Prefilter:
             for word in found or ():
                 words.setdefault(word, set()).add(i)
         self._words = sorted(words)
-        self._owners = [tuple(sorted(words[w])) for w in self._words]
+        position = {w: i for i, w in enumerate(self._words)}
+        for entry in self.entries:
+            object.__setattr__(entry, "indexes", tuple(sorted(position[w] for w in entry.words)))
         self._automaton = (
             ahocorasick_rs.BytesAhoCorasick([w.encode("ascii", "replace") for w in self._words])
             if self._words
@@ -229,14 +233,18 @@ class Prefilter:
         """(rule, spans of ``text``, whether a match starts exactly at a span's start), in rule
         order, for the rules that can match: run the rule over each span (``finditer``), or
         only at its start (``match``) for the generic rules."""
-        hits: dict[int, list[tuple[int, int]]] = {}
+        by_word: dict[int, list[tuple[int, int]]] = {}
         if self._automaton is not None:
             # one byte per character (anything not ASCII is "?"): offsets are str offsets
             hay = text.encode("ascii", "replace").lower()
             for index, start, end in self._automaton.find_matches_as_indexes(hay, overlapping=True):
-                for owner in self._owners[index]:
-                    hits.setdefault(owner, []).append((start, end))
-        for i, entry in enumerate(self.entries):
+                found_at = by_word.get(index)
+                if found_at is None:
+                    by_word[index] = [(start, end)]
+                else:
+                    found_at.append((start, end))
+        names: dict[frozenset[int], list[tuple[int, int]]] = {}  # rules sharing their words
+        for entry in self.entries:
             rule = entry.rule
             if rule.kinds is not None and kind not in rule.kinds:
                 continue
@@ -244,11 +252,17 @@ class Prefilter:
                 if not self.native:
                     yield rule, [(0, len(text))], False
                 continue
-            found = hits.get(i)
-            if not found:
+            present = [w for w in entry.indexes if w in by_word]
+            if not present:
                 continue
+            found = [h for w in present for h in by_word[w]]
             if rule.family == "generic":
-                yield rule, list(_names(text, found, kind, entry.after)), True
+                key = frozenset(present) | {-entry.after}
+                spans = names.get(key)
+                if spans is None:
+                    spans = names[key] = list(_names(text, found, kind, entry.after))
+                if spans:
+                    yield rule, spans, True
                 continue
             yield rule, _windows(text, found, entry.before, entry.after), False
 
