@@ -59,8 +59,9 @@ _ASSIGNED = re.compile(r"[\w.\-]*['\"]?\s*[:=]")
 _ASSIGNED_ENV = re.compile(r"[\w.\-]*['\"]?[ \t]*(?:[:=]|[ \t]+\S)")
 
 Literals = frozenset[str]
-#: anchors and the most characters a match can have before the anchor
-Anchored = tuple[Literals, int]
+#: anchors, the most characters a match can have before the anchor, and (when known) the
+#: elements that must follow the anchor
+Anchored = tuple[Literals, int, list[Any] | None]
 
 
 def _literal_char(op: Any, av: Any) -> list[str] | None:
@@ -138,7 +139,7 @@ def _required(items: Any, w: _Widths) -> Anchored | None:
         for end in range(len(run), 0, -1):
             words = _expand(run[:end])
             if words is not None:
-                cands.append((words, w.of(items[:run_at])))
+                cands.append((words, w.of(items[:run_at]), items[i:] if end == len(run) else None))
                 break
         run.clear()
 
@@ -153,19 +154,25 @@ def _required(items: Any, w: _Widths) -> Anchored | None:
         inner: Anchored | None = None
         if op is _C.SUBPATTERN:
             inner = _required(av[-1], w)
+            if inner and inner[2] is not None and not av[1] and not av[2]:
+                # a group without flags of its own: what follows it follows the anchor too
+                inner = (inner[0], inner[1], inner[2] + items[i + 1 :])
+            elif inner:
+                inner = (inner[0], inner[1], None)
         elif op in (_C.MAX_REPEAT, _C.MIN_REPEAT) and av[0] >= 1:
             found = _required(av[2], w)
             # the match may start iterations earlier: the whole repeat's width is before it
-            inner = (found[0], w.of([items[i]])) if found else None
+            inner = (found[0], w.of([items[i]]), None) if found else None
         elif op is _C.BRANCH:
             sets = [_required(b, w) for b in av[1]]
             if all(sets):
                 inner = (
                     frozenset().union(*(s[0] for s in sets if s)),
                     max(s[1] for s in sets if s),
+                    None,
                 )
         if inner:
-            cands.append((inner[0], w.of(items[:i]) + inner[1]))
+            cands.append((inner[0], w.of(items[:i]) + inner[1], inner[2]))
     flush(len(items))
     return _best(cands)
 
@@ -173,14 +180,119 @@ def _required(items: Any, w: _Widths) -> Anchored | None:
 def anchors(pattern: re.Pattern[str]) -> tuple[Literals | None, int, int]:
     """(anchors of ``pattern`` or ``None`` when it has no usable one, the most characters of a
     match before and after an anchor's start)."""
+    found, before, after, _ = _analyse(pattern)
+    return found, before, after
+
+
+def _analyse(
+    pattern: re.Pattern[str],
+) -> tuple[Literals | None, int, int, re.Pattern[str] | None]:
     tree = _P.parse(pattern.pattern, pattern.flags)
     found = _required(tree, _Widths(tree.state))
     width = int(tree.getwidth()[1])
     if found is None or min(map(len, found[0])) < MIN_ANCHOR:
-        return None, 0, 0
+        return None, 0, 0, None
     before = found[1] if found[1] < _UNBOUNDED else _UNBOUNDED_BEFORE
     after = width if width < _UNBOUNDED else _UNBOUNDED_AFTER
-    return found[0], min(before, _MAX_BEFORE), min(after, _MAX_AFTER)
+    tail = None
+    if found[2] is not None:
+        text = _serialize_prefix(found[2])
+        if text:
+            tail = re.compile(text, pattern.flags & ~re.VERBOSE)
+    return found[0], min(before, _MAX_BEFORE), min(after, _MAX_AFTER), tail
+
+
+_CATEGORIES = {
+    "CATEGORY_DIGIT": r"\d",
+    "CATEGORY_NOT_DIGIT": r"\D",
+    "CATEGORY_SPACE": r"\s",
+    "CATEGORY_NOT_SPACE": r"\S",
+    "CATEGORY_WORD": r"\w",
+    "CATEGORY_NOT_WORD": r"\W",
+}
+_ATS = {
+    "AT_BOUNDARY": r"\b",
+    "AT_NON_BOUNDARY": r"\B",
+    "AT_BEGINNING": "^",
+    "AT_BEGINNING_LINE": "^",
+    "AT_BEGINNING_STRING": r"\A",
+    "AT_END": "$",
+    "AT_END_LINE": "$",
+    "AT_END_STRING": r"\Z",
+}
+
+
+def _serialize_prefix(items: list[Any]) -> str:
+    """The longest leading part of ``items`` written back as a regular expression: what must
+    follow an anchor (a necessary condition, checked with one ``match`` per occurrence)."""
+    out = []
+    for op, av in items:
+        piece = _serialize(op, av)
+        if piece is None:
+            break
+        out.append(piece)
+    return "".join(out)
+
+
+def _serialize_all(items: Any) -> str | None:
+    pieces = [_serialize(op, av) for op, av in items]
+    return None if any(p is None for p in pieces) else "".join(p or "" for p in pieces)
+
+
+def _serialize(op: Any, av: Any) -> str | None:
+    name = str(op)
+    if op is _C.LITERAL:
+        return re.escape(chr(av))
+    if op is _C.NOT_LITERAL:
+        return "[^" + re.escape(chr(av)) + "]"
+    if op is _C.ANY:
+        return "."
+    if op is _C.IN:
+        parts = []
+        for sub_op, sub_av in av:
+            if sub_op is _C.NEGATE:
+                parts.insert(0, "^")
+            elif sub_op is _C.LITERAL:
+                parts.append(re.escape(chr(sub_av)))
+            elif sub_op is _C.RANGE:
+                parts.append(re.escape(chr(sub_av[0])) + "-" + re.escape(chr(sub_av[1])))
+            elif sub_op is _C.CATEGORY and str(sub_av) in _CATEGORIES:
+                parts.append(_CATEGORIES[str(sub_av)])
+            else:
+                return None
+        return "[" + "".join(parts) + "]"
+    if op in (_C.MAX_REPEAT, _C.MIN_REPEAT):
+        lo, hi, sub = av
+        inner = _serialize_all(sub)
+        if inner is None:
+            return None
+        top = "" if hi >= _C.MAXREPEAT else str(hi)
+        lazy = "?" if op is _C.MIN_REPEAT else ""
+        return f"(?:{inner}){{{lo},{top}}}{lazy}"
+    if op is _C.SUBPATTERN:
+        if av[1] or av[2]:
+            return None  # local flags: stop here
+        inner = _serialize_all(av[-1])
+        return None if inner is None else f"(?:{inner})"
+    if op is _C.BRANCH:
+        branches = [_serialize_all(b) for b in av[1]]
+        if any(b is None for b in branches):
+            return None
+        return "(?:" + "|".join(b or "" for b in branches) + ")"
+    if op is _C.AT and str(av) in _ATS:
+        return _ATS[str(av)]
+    if name in ("ASSERT", "ASSERT_NOT"):
+        direction, sub = av
+        inner = _serialize_all(sub)
+        if inner is None:
+            return None
+        kind = (
+            ("=" if name == "ASSERT" else "!")
+            if direction == 1
+            else ("<=" if name == "ASSERT" else "<!")
+        )
+        return f"(?{kind}{inner})"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +304,10 @@ class _Entry:
     after: int
     #: the automaton's indexes of ``words`` (set once the automaton is built)
     indexes: tuple[int, ...] = ()
+    #: the expression starts at a line's start (``(?m)^``): generic matches start there
+    at_line: bool = False
+    #: what must follow an anchor, as an expression of its own (``None``: not known)
+    tail: re.Pattern[str] | None = None
 
     @property
     def anchored(self) -> bool:
@@ -208,10 +324,19 @@ class Prefilter:
         self.entries: list[_Entry] = []
         words: dict[str, set[int]] = {}
         for i, rule in enumerate(rules):
-            found, before, after = anchors(rule.pattern)
+            found, before, after, tail = _analyse(rule.pattern)
             if rule.family == "generic":
                 after = min(after, _GENERIC_AFTER)
-            self.entries.append(_Entry(rule, found or frozenset(), before, after))
+            self.entries.append(
+                _Entry(
+                    rule,
+                    found or frozenset(),
+                    before,
+                    after,
+                    at_line=_at_line(rule.pattern),
+                    tail=tail,
+                )
+            )
             for word in found or ():
                 words.setdefault(word, set()).add(i)
         self._words = sorted(words)
@@ -256,27 +381,41 @@ class Prefilter:
             if not present:
                 continue
             found = [h for w in present for h in by_word[w]]
+            tail = entry.tail
+            if tail is not None:
+                found = [h for h in found if tail.match(text, h[1])]
+                if not found:
+                    continue
             if rule.family == "generic":
-                key = frozenset(present) | {-entry.after}
+                key = frozenset(present) | {-entry.after - entry.at_line}
                 spans = names.get(key)
                 if spans is None:
-                    spans = names[key] = list(_names(text, found, kind, entry.after))
+                    spans = names[key] = list(_names(text, found, kind, entry.after, entry.at_line))
                 if spans:
                     yield rule, spans, True
                 continue
             yield rule, _windows(text, found, entry.before, entry.after), False
 
 
+def _at_line(pattern: re.Pattern[str]) -> bool:
+    tree = _P.parse(pattern.pattern, pattern.flags)
+    return (
+        bool(tree.data)
+        and tree.data[0][0] is _C.AT
+        and tree.data[0][1] in (_C.AT_BEGINNING, _C.AT_BEGINNING_LINE)
+    )
+
+
 _NAME_CHARS = string.ascii_letters + string.digits + "_.-"
 
 
 def _names(
-    text: str, hits: list[tuple[int, int]], kind: str, after: int
+    text: str, hits: list[tuple[int, int]], kind: str, after: int, at_line: bool
 ) -> Iterator[tuple[int, int]]:
     """The generic rules' spans: a name ending in the anchor, then an assignment. A match can
-    only start where the name does (the start of its run of name characters) or, for the line
-    forms, where its line does, so the rule is tried there, not at every position of a window
-    (its expression is the slowest)."""
+    only start where the name does (the start of its run of name characters) or, for a rule
+    that starts at a line's start (``at_line``), where its line does, so the rule is tried
+    there, not at every position of a window (its expression is the slowest)."""
     check = _ASSIGNED_ENV if kind in ENV_LIKE else _ASSIGNED
     last = -1
     for start, end in sorted(hits):
@@ -288,9 +427,11 @@ def _names(
             continue  # two anchors in one name (client_secret): one try
         last = lo
         hi = min(end + after + _LOOKAHEAD, len(text))
-        yield lo, hi
+        if not at_line:
+            yield lo, hi
+            continue
         line = text.rfind("\n", 0, lo) + 1
-        if line != lo and lo - line <= _NAME_MAX:
+        if lo - line <= _NAME_MAX:
             yield line, hi  # a line form: `ENV NAME value`, `export NAME=value`, `- NAME=value`
 
 
