@@ -248,7 +248,7 @@ def _serialize(op: Any, av: Any) -> str | None:
     if op is _C.ANY:
         return "."
     if op is _C.IN:
-        parts = []
+        parts: list[str] = []
         for sub_op, sub_av in av:
             if sub_op is _C.NEGATE:
                 parts.insert(0, "^")
