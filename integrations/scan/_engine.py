@@ -229,7 +229,8 @@ class Scanner:
         seen: set[tuple[int, str]] = set()  # a value two segments share (W&B config) once
         whole = len(segs) == 1 and segs[0].text is raw  # the file's own bytes can go native
         for seg in segs:
-            found = list(self._scan_segment(src.path, kind, seg, inner or src.path))
+            ascii_bytes = src.data if whole and len(src.data) == len(raw) else None
+            found = list(self._scan_segment(src.path, kind, seg, inner or src.path, ascii_bytes))
             if self.native is not None:
                 data = src.data if whole else seg.text.encode("utf-8", "replace")
                 found = _merge(
@@ -247,12 +248,17 @@ class Scanner:
     # -- the core loop --------------------------------------------------------------------------
 
     def _scan_segment(
-        self, path: str, kind: str, seg: Segment, inner: str | None = None
+        self,
+        path: str,
+        kind: str,
+        seg: Segment,
+        inner: str | None = None,
+        data: bytes | None = None,
     ) -> Iterator[Finding]:
         text = seg.text
         inner = inner or path
         taken: list[tuple[int, int]] = []
-        for rule, spans, at_start in self._prefilter.plan(text, kind):
+        for rule, spans, at_start in self._prefilter.plan(text, kind, data):
             entry = self._anchors[rule.id]
             for lo, hi in spans:
                 if at_start:

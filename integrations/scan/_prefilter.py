@@ -308,10 +308,8 @@ class _Entry:
     at_line: bool = False
     #: what must follow an anchor, as an expression of its own (``None``: not known)
     tail: re.Pattern[str] | None = None
-
-    @property
-    def anchored(self) -> bool:
-        return bool(self.words)
+    #: has anchors (else it runs over every segment)
+    anchored: bool = False
 
 
 class Prefilter:
@@ -335,6 +333,7 @@ class Prefilter:
                     after,
                     at_line=_at_line(rule.pattern),
                     tail=tail,
+                    anchored=bool(found),
                 )
             )
             for word in found or ():
@@ -354,14 +353,17 @@ class Prefilter:
         """Ids of the rules that run over every segment (no anchor of three characters)."""
         return [e.rule.id for e in self.entries if not e.anchored]
 
-    def plan(self, text: str, kind: str) -> Iterator[tuple[Rule, list[tuple[int, int]], bool]]:
+    def plan(
+        self, text: str, kind: str, data: bytes | None = None
+    ) -> Iterator[tuple[Rule, list[tuple[int, int]], bool]]:
         """(rule, spans of ``text``, whether a match starts exactly at a span's start), in rule
         order, for the rules that can match: run the rule over each span (``finditer``), or
         only at its start (``match``) for the generic rules."""
         by_word: dict[int, list[tuple[int, int]]] = {}
         if self._automaton is not None:
             # one byte per character (anything not ASCII is "?"): offsets are str offsets
-            hay = text.encode("ascii", "replace").lower()
+            # (``data``: the text's own bytes, when it is ASCII: the same offsets, no encoding)
+            hay = (data if data is not None else text.encode("ascii", "replace")).lower()
             for index, start, end in self._automaton.find_matches_as_indexes(hay, overlapping=True):
                 found_at = by_word.get(index)
                 if found_at is None:
