@@ -6,8 +6,8 @@
   password in a URL, a random-looking literal assigned to a credential-named variable.
 - **low**: any finding in an example (near ``>>>``, a code fence, "for example", "looks like",
   or in a Python docstring) or whose value reads as a stand-in (words, ``xoxb-not-a-real-one``,
-  a counting run); a finding on a comment line is one level lower. And what is found by a
-  keyword but reads as a stand-in: a password made of words
+  a counting run); a keyword finding on a comment line is one level lower. And what is found
+  by a keyword but reads as a stand-in: a password made of words
   (``guest``, ``SuperSecret``, ``my-token``), a template (``keyword.$1``), a counting run
   (``sk-1234567890``), base64 of readable text (a page token), a short or low-entropy value, or
   a keyword finding in a test, fixture, example or documentation file. Shown with ``--confidence low`` / ``--all``.
@@ -33,7 +33,7 @@ _WORDY = re.compile(r"(?i)[a-z]+(?:[-_./ ][a-z]+)*[-_]?[0-9]{0,4}[!?.]?")
 _TEMPLATE = re.compile(r"\$\w|%[sd]|\{\d*\}")
 #: ``package.module:Name`` (an entry point, a class path): code, not a value
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.\w+)+(?::\w+(?:\.\w+)*)?|\w+:[A-Z]\w*")
-_SEQUENCE = re.compile(r"0123|1234|2345|3456|4567|5678|6789|abcd|qwer|asdf")
+_SEQUENCE = re.compile(r"012345|123456|234567|345678|456789|abcdef|qwerty|asdfgh")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 _VOWEL = re.compile(r"(?i)[aeiouy]")
@@ -42,7 +42,28 @@ _EXAMPLE = re.compile(
     r"(?i)>>>|```|\bexamples?\b(?!\.\w)|\be\.g\.|\blooks? (?:a little |something )?like\b|"
     r"\bsuch as:|\bsamples?\b(?!\.\w)"
 )
-_COMMENT = re.compile(r"[ \t]*(?:#(?!!)|//|/?\*|--|;|%)")
+_HASH_COMMENT = re.compile(r"[ \t]*#(?!!)")
+_SLASH_COMMENT = re.compile(r"[ \t]*(?://|/?\*)")
+_SLASH_SUFFIXES = (
+    ".js",
+    ".jsx",
+    ".ts",
+    ".tsx",
+    ".go",
+    ".java",
+    ".kt",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".cs",
+    ".swift",
+    ".rs",
+    ".php",
+    ".scala",
+    ".dart",
+    ".groovy",
+)
 _DOCS_PATH = re.compile(
     r"(?i)(?:^|[\\/])(?:tests?|testing|fixtures?|examples?|samples?|docs?|"
     r"test_[^\\/]*|example_[^\\/]*|[^\\/]*_test\.[a-z]+|conftest\.py)(?:[\\/]|$)|\.(?:md|rst|txt|adoc)$"
@@ -64,7 +85,7 @@ def _lower(level: str) -> str:
 def _stand_in(value: str) -> bool:
     """A value that reads as an example: words, a template, a counting run, encoded text."""
     plain = unquote(value).strip(",;:()[]{}<>'\"")
-    if is_placeholder(plain) or len(plain) < 8 or _WORDY.fullmatch(plain):
+    if is_placeholder(plain) or len(plain) < 8 or _words(plain):
         return True
     if _DOTTED.fullmatch(plain) and not any(c.isdigit() for c in plain):
         return True
@@ -82,6 +103,20 @@ def _encoded_text(value: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     return data.isascii() and data[:1] in (b"{", b"[", b'"') and data.decode().isprintable()
+
+
+def _words(value: str) -> bool:
+    """Made of words (``guest``, ``SuperSecret``, ``my-token``), not of random letters: each
+    run of letters splits into capitalised pieces of word length with a vowel."""
+    if not _WORDY.fullmatch(value):
+        return False
+    for run in re.findall(r"[A-Za-z]+", value):
+        pieces = _CAMEL.findall(run)
+        if any(len(p) > 15 or (len(p) >= 3 and not _VOWEL.search(p)) for p in pieces):
+            return False
+        if sum(len(p) == 1 for p in pieces) > 1 or len(pieces) > 4:
+            return False
+    return True
 
 
 def _identifier(value: str) -> bool:
@@ -129,9 +164,12 @@ def _in_docstring(text: str, start: int) -> bool:
     return False
 
 
-def comment_line(text: str, start: int) -> bool:
+def comment_line(text: str, start: int, path: str = "") -> bool:
+    """Is ``start`` on a comment line (``#``; ``//`` and ``*`` in C-like sources)?"""
     line = text.rfind("\n", 0, start) + 1
-    return bool(_COMMENT.match(text, line))
+    if _HASH_COMMENT.match(text, line):
+        return True
+    return path.lower().endswith(_SLASH_SUFFIXES) and bool(_SLASH_COMMENT.match(text, line))
 
 
 def demote(
@@ -143,9 +181,8 @@ def demote(
     if docs:
         return "low"
     if family not in KEYWORD_FAMILIES:
-        if _stand_in(value):
-            return "low"
-        return _lower(level) if comment else level
+        # a provider's format: a commented-out key is still a key
+        return "low" if _stand_in(value) else level
     if _stand_in(value) or _identifier(value):
         return "low"
     if family == "generic" and shannon_entropy(value) < 3.3:

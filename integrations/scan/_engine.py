@@ -287,7 +287,7 @@ class Scanner:
                         value,
                         inner,
                         docs=in_docs(text, start, inner),
-                        comment=comment_line(text, start),
+                        comment=comment_line(text, start, inner),
                     )
                     yield Finding(
                         path=path,
@@ -329,7 +329,7 @@ class Scanner:
                     value,
                     inner,
                     docs=in_docs(seg.text, at, inner),
-                    comment=comment_line(seg.text, at),
+                    comment=comment_line(seg.text, at, inner),
                 ),
             )
 

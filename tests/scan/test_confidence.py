@@ -186,7 +186,7 @@ def test_examples_and_comments_lower_the_confidence() -> None:
     assert _levels(f'def f():\n    """Call it so:\n\n    token: {hf}\n    """\n') == {
         ("huggingface", "low")
     }
-    assert _levels(f"# the old one: {hf}\n") == {("huggingface", "medium")}
+    assert _levels(f"# the old one: {hf}\n") == {("huggingface", "high")}  # still a key
     # a triple-quoted value is a value, and a host named example is no example
     assert _levels(f'KEYS = """\n{hf}\n"""\n') == {("huggingface", "high")}
     assert _levels(f'curl https://api.example.com -H "X-Token: {hf}"\n', "call.sh") == {
