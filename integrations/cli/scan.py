@@ -63,6 +63,14 @@ __all__ = ["main", "scan"]
 )
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
 @click.option(
+    "--confidence",
+    type=click.Choice(["high", "medium", "low"]),
+    default=None,
+    help="Lowest confidence to report (default: [scan] confidence, else medium: what is "
+    "actionable; low adds keyword findings that read as stand-ins, tests and docs).",
+)
+@click.option("--all", "show_all", is_flag=True, help="Report every finding (--confidence low).")
+@click.option(
     "--no-managed",
     is_flag=True,
     help="Do not read managed references to tell which findings are current values.",
@@ -90,6 +98,8 @@ def scan(
     update_baseline: bool,
     fmt: str,
     exclude: tuple[str, ...],
+    confidence: str | None,
+    show_all: bool,
     no_managed: bool,
     fix: bool,
     config_path: str | None,
@@ -122,6 +132,7 @@ def scan(
                 config=config,
                 managed=not no_managed and not update_baseline,
                 excludes=exclude,
+                confidence="low" if show_all else confidence,
             )
         if images:
             from ..scan._image import scan_images
@@ -162,9 +173,15 @@ def scan(
     fixed: dict[str, int] = {}
     if fix:
         fixed = _fix(list(paths), result, config, exclude, managed=not no_managed)
+    if result.engine == "python" and os.environ.get("LEASELINE_SCAN_ENGINE") != "python":
+        click.echo(
+            "leaseline scan: Kingfisher's engine is not installed (pip install "
+            "'leaseline[scan]'): leaseline's own rules only",
+            err=True,
+        )
     for ref, error in result.managed_errors:
         click.echo(f"leaseline scan: could not read managed reference {ref}: {error}", err=True)
-    click.echo(render(fmt, result.findings, result.files_scanned))
+    click.echo(render(fmt, result.findings, result.files_scanned, result.hidden))
     for path, count in fixed.items():
         click.echo(f"leaseline scan: fixed {path}: {count} output field(s) now show ***", err=True)
     sys.exit(1 if fixed else result.exit_code)

@@ -6,6 +6,10 @@ with passwords and private keys, plus detect-secrets' regex detectors, in source
 sources and every output), Dockerfiles, compose and pipeline YAML, ``.env`` files and DAG files.
 Each finding says which reference to use instead and, with ``[audit] hmac_key`` configured,
 whether it is the *current* value of a managed reference (matched by HMAC, never by value).
+With the ``scan`` extra, Kingfisher's native rules (``kingfisher-secret-scanner``) run beside
+leaseline's own (:mod:`._engine`); every finding has a confidence (``high``/``medium``/``low``,
+:mod:`._confidence`) and :func:`scan` returns those at or above ``confidence`` (default
+``medium``).
 
 >>> from leaseline.scan import scan
 >>> result = scan(["."])  # doctest: +SKIP
@@ -21,8 +25,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .._config import Config, load_config
+from .._exceptions import ConfigError
 from ._advice import advise, suggested_reference
 from ._baseline import filter_new, load_baseline, write_baseline
+from ._confidence import LEVELS, at_least
 from ._engine import Finding, Scanner
 from ._managed import ManagedValues, managed_references
 from ._rules import GENERIC, RULES, Rule, redact
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENERIC",
+    "LEVELS",
     "RULES",
     "Finding",
     "ManagedValues",
@@ -60,6 +67,10 @@ class ScanResult:
     #: (reference, error class) for managed references that could not be read
     managed_errors: list[tuple[str, str]] = field(default_factory=list)
     managed_checked: int = 0
+    #: new findings below the confidence threshold (not in ``findings``; ``--all`` shows them)
+    hidden: int = 0
+    #: ``kingfisher`` or ``python`` (:attr:`Scanner.engine`)
+    engine: str = "python"
 
     @property
     def exit_code(self) -> int:
@@ -87,9 +98,12 @@ def scan(
     excludes: Iterable[str] = (),
     resolver: Resolver | None = None,
     scanner: Scanner | None = None,
+    confidence: str | None = None,
 ) -> ScanResult:
     """Scan ``paths`` (or the staged files of ``repo``), apply the baseline, match managed values.
 
+    ``confidence`` (``high``, ``medium``, ``low``; default ``[scan] confidence``, else
+    ``medium``): the lowest confidence reported; findings below it are counted in ``hidden``.
     Raises :class:`~leaseline.ConfigError` for a bad config or baseline file.
     """
     cfg = config if config is not None else load_config()
@@ -106,12 +120,25 @@ def scan(
     else:
         found = engine.scan_paths(paths or ["."], excl)
     accepted = load_baseline(baseline) if baseline else set()
-    new = filter_new(found, accepted)
-    result = ScanResult(new, found, engine.files_scanned)
+    threshold = _threshold(confidence or section.get("confidence"))
+    fresh = filter_new(found, accepted)
+    new = [f for f in fresh if at_least(f.confidence, threshold)]
+    result = ScanResult(new, found, engine.files_scanned, hidden=len(fresh) - len(new))
+    result.engine = engine.engine
     if new and managed:
         new = _match_managed(new, cfg, resolver, result)
     result.findings = [replace(f, advice=advise(f, cfg.aliases)) for f in new]
     return result
+
+
+def _threshold(value: object) -> str:
+    level = str(value or "medium").lower()
+    if level not in LEVELS:
+        raise ConfigError(
+            f"scan confidence {value!r}: expected one of {', '.join(LEVELS)} "
+            "(--confidence, or [scan] confidence)"
+        )
+    return level
 
 
 def _match_managed(

@@ -1,10 +1,18 @@
-"""The scanner: rules over segments, findings out.
+"""The scanner: rules over segments, findings out, each with a confidence.
 
-Every rule's expression runs once over a whole segment (C-speed ``finditer``), not once per line
-per plugin as ``detect-secrets`` does; line numbers are computed only for the rare hits. The
-regex detectors of ``detect-secrets`` for non-ML services (Stripe, Twilio, SendGrid, GitLab,
-JWT...) run the same way, so their coverage comes along. detect-secrets' entropy and keyword
-heuristics are replaced by :data:`~._rules.GENERIC`, which knows what a hash or a reference is.
+Two engines, one result. leaseline's own rules (:data:`~._rules.RULES`: the one credential table
+with the ML vendors, plus the generic rule) run in Python behind a native prefilter
+(:mod:`._prefilter`: an Aho-Corasick pass finds each rule's anchors, and a rule's expression runs
+only in the windows around them), so the Python work per file is one automaton pass for most
+files. When the ``scan`` extra's Kingfisher SDK is installed (:mod:`._kingfisher`), its ~490
+provider rules run natively over the same segments; where both find the same value, leaseline's
+finding is kept (its family carries the advice) unless it is only the generic rule's. Without the
+SDK, detect-secrets' regex detectors for non-ML services (Stripe, Twilio, SendGrid...) stand in
+for Kingfisher's catalogue.
+
+Every finding gets a confidence (:mod:`._confidence`). Kingfisher's findings go through
+leaseline's knowledge too: references, placeholders and digests are dropped, keyword findings
+whose value reads as a stand-in are ``low``.
 """
 
 from __future__ import annotations
@@ -13,11 +21,20 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from .._detectors import REFERENCE, is_placeholder
+from ._confidence import KEYWORD_FAMILIES, at_least, comment_line, demote, in_docs
+from ._prefilter import Prefilter
 from ._rules import GENERIC, RULES, Rule, generic_ok, redact
 from ._sources import Segment, SourceFile, iter_paths, read_file, segments
+
+if TYPE_CHECKING:
+    from ._kingfisher import NativeEngine, NativeHit
 
 __all__ = ["Finding", "Scanner"]
 
@@ -39,6 +56,8 @@ class Finding:
     secret: str = field(repr=False, compare=False)
     managed_ref: str | None = None
     advice: str = ""
+    #: ``high``, ``medium`` or ``low`` (:mod:`leaseline.scan._confidence`)
+    confidence: str = "medium"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -53,6 +72,7 @@ class Finding:
             "hashed_secret": self.hashed_secret,
             "managed_ref": self.managed_ref,
             "advice": self.advice,
+            "confidence": self.confidence,
         }
 
 
@@ -103,34 +123,90 @@ def _sha1(value: str) -> str:
     return hashlib.sha1(value.encode("utf-8")).hexdigest()
 
 
+_ENGINES = ("auto", "kingfisher", "python")
+_BATCH = 64  # files per thread task
+
+
+_NATIVE: dict[int, NativeEngine] = {}  # one per process (pid): the compiled rules are reused
+
+
+def _native(engine: str) -> NativeEngine | None:
+    from . import _kingfisher
+
+    if engine == "python" or (engine == "auto" and not _kingfisher.available()):
+        return None
+    pid = os.getpid()
+    if pid not in _NATIVE:
+        _NATIVE.clear()  # a forked child builds its own
+        _NATIVE[pid] = _kingfisher.NativeEngine()  # ImportError: "kingfisher" asked, missing
+    return _NATIVE[pid]
+
+
 class Scanner:
     """Finds credentials in files, notebooks and the git index.
+
+    ``engine``: ``auto`` (Kingfisher's native rules too when the SDK is installed; the default,
+    or ``LEASELINE_SCAN_ENGINE``), ``kingfisher`` (required) or ``python`` (leaseline's rules and
+    detect-secrets' only).
 
     >>> Scanner().scan_text("config.py", 'url = "postgresql://app:pw@db/x"')  # doctest: +SKIP
     """
 
-    def __init__(self, *, rules: Iterable[Rule] | None = None, detect_secrets: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        rules: Iterable[Rule] | None = None,
+        detect_secrets: bool = True,
+        engine: str | None = None,
+        workers: int | None = None,
+    ) -> None:
+        chosen = engine or os.environ.get("LEASELINE_SCAN_ENGINE") or "auto"
+        if chosen not in _ENGINES:
+            raise ValueError(f"scan engine {chosen!r}: expected one of {', '.join(_ENGINES)}")
+        self.native = _native(chosen)
         base = tuple(rules) if rules is not None else RULES + GENERIC
-        self.rules: tuple[Rule, ...] = base + (_ds_rules() if detect_secrets else ())
-        self._by_kind: dict[str, tuple[Rule, ...]] = {}
+        # Kingfisher's catalogue covers the services detect-secrets' detectors were here for
+        extra = _ds_rules() if detect_secrets and self.native is None else ()
+        self.rules: tuple[Rule, ...] = base + extra
+        self._prefilter = Prefilter(self.rules, native=self.native is not None)
+        self._anchors = {e.rule.id: e for e in self._prefilter.entries}
         self.files_scanned = 0
         self.bytes_scanned = 0
+        self._count = threading.Lock()
+        #: threads for :meth:`scan_paths` (``LEASELINE_SCAN_WORKERS``; default: the CPUs, <= 4)
+        self.workers = workers or int(
+            os.environ.get("LEASELINE_SCAN_WORKERS") or min(os.cpu_count() or 1, 4)
+        )
 
-    def _rules_for(self, kind: str) -> tuple[Rule, ...]:
-        rules = self._by_kind.get(kind)
-        if rules is None:
-            rules = tuple(r for r in self.rules if r.kinds is None or kind in r.kinds)
-            self._by_kind[kind] = rules
-        return rules
+    @property
+    def engine(self) -> str:
+        """``kingfisher`` or ``python``: what this scanner runs."""
+        return "python" if self.native is None else "kingfisher"
 
     # -- entry points ---------------------------------------------------------------------------
 
     def scan_paths(self, paths: Iterable[str], excludes: Iterable[str] = ()) -> list[Finding]:
+        excludes = tuple(excludes)
+        jobs: list[tuple[str, str]] = []
+        for root in paths:
+            prefix = os.path.join(root, "")
+            for path in iter_paths([root], excludes):
+                # the path under the scanned root says "tests/", not where the root sits
+                inner = path[len(prefix) :] if path.startswith(prefix) else path
+                jobs.append((path, inner))
+        batches = [jobs[i : i + _BATCH] for i in range(0, len(jobs), _BATCH)]
+        if self.workers <= 1 or len(batches) < 2:
+            return [f for batch in batches for f in self._scan_batch(batch)]
+        # the native scan, file reads and the automaton release the GIL: threads overlap them
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="leaseline-scan") as pool:
+            return [f for found in pool.map(self._scan_batch, batches) for f in found]
+
+    def _scan_batch(self, batch: list[tuple[str, str]]) -> list[Finding]:
         out: list[Finding] = []
-        for path in iter_paths(paths, excludes):
+        for path, inner in batch:
             src = read_file(path)
             if src is not None:
-                out += self.scan_source(SourceFile(_display(path), src.data))
+                out += self.scan_source(SourceFile(_display(path), src.data), inner)
         return out
 
     def scan_sources(self, sources: Iterable[SourceFile]) -> list[Finding]:
@@ -142,15 +218,25 @@ class Scanner:
     def scan_text(self, path: str, text: str) -> list[Finding]:
         return self.scan_source(SourceFile(path, text.encode("utf-8")))
 
-    def scan_source(self, src: SourceFile) -> list[Finding]:
-        self.files_scanned += 1
-        self.bytes_scanned += len(src.data)
+    def scan_source(self, src: SourceFile, inner: str | None = None) -> list[Finding]:
+        """Findings in one file; ``inner``: its path under the scanned root (confidence)."""
+        with self._count:
+            self.files_scanned += 1
+            self.bytes_scanned += len(src.data)
         kind, raw, segs = segments(src)
         findings: list[Finding] = []
         cursor: dict[str, int] = {}  # notebook: where to look for the next copy of a value
         seen: set[tuple[int, str]] = set()  # a value two segments share (W&B config) once
+        whole = len(segs) == 1 and segs[0].text is raw  # the file's own bytes can go native
         for seg in segs:
-            for finding in self._scan_segment(src.path, kind, seg):
+            ascii_bytes = src.data if whole and len(src.data) == len(raw) else None
+            found = list(self._scan_segment(src.path, kind, seg, inner or src.path, ascii_bytes))
+            if self.native is not None:
+                data = src.data if whole else seg.text.encode("utf-8", "replace")
+                found = _merge(
+                    found, self._native_findings(src.path, kind, seg, data, inner or src.path)
+                )
+            for finding in found:
                 if seg.in_json:
                     finding = replace(finding, line=_json_line(raw, finding.secret, cursor))
                 elif (finding.line, finding.hashed_secret) in seen:
@@ -161,36 +247,124 @@ class Scanner:
 
     # -- the core loop --------------------------------------------------------------------------
 
-    def _scan_segment(self, path: str, kind: str, seg: Segment) -> Iterator[Finding]:
+    def _scan_segment(
+        self,
+        path: str,
+        kind: str,
+        seg: Segment,
+        inner: str | None = None,
+        data: bytes | None = None,
+    ) -> Iterator[Finding]:
         text = seg.text
+        inner = inner or path
         taken: list[tuple[int, int]] = []
-        for rule in self._rules_for(kind):
-            for m in rule.pattern.finditer(text):
-                value = m.group("s")
-                start, end = m.span("s")
-                if any(start < e and s < end for s, e in taken):
-                    continue
-                if not value or not rule.check(value):
-                    continue
-                if rule.family == "generic" and not generic_ok(m.group("name"), value):
-                    continue
-                taken.append((start, end))
-                line = seg.first_line + text.count("\n", 0, start)
-                yield Finding(
-                    path=path,
-                    line=line,
-                    rule=rule.id,
-                    name=rule.name,
-                    family=rule.family,
-                    kind=kind,
-                    location=seg.location,
-                    redacted=redact(value),
-                    hashed_secret=_sha1(value),
-                    secret=value,
-                )
+        for rule, spans, at_start in self._prefilter.plan(text, kind, data):
+            entry = self._anchors[rule.id]
+            for lo, hi in spans:
+                if at_start:
+                    one = rule.pattern.match(text, lo, hi)
+                    matches: Iterable[re.Match[str]] = (one,) if one else ()
+                else:
+                    matches = rule.pattern.finditer(text, lo, hi)
+                for m in matches:
+                    value = m.group("s")
+                    start, end = m.span("s")
+                    if any(start < e and s < end for s, e in taken):
+                        continue
+                    if not value or not rule.check(value):
+                        continue
+                    if rule.family == "generic" and not generic_ok(m.group("name"), value):
+                        continue
+                    taken.append((start, end))
+                    low = value.lower()
+                    # a provider's own prefix in the value (not a keyword's word in it)
+                    prefixed = rule.family not in KEYWORD_FAMILIES and any(
+                        a in low for a in entry.words
+                    )
+                    level = demote(
+                        "high" if prefixed else "medium",
+                        rule.family,
+                        value,
+                        inner,
+                        docs=in_docs(text, start, inner),
+                        comment=comment_line(text, start, inner),
+                    )
+                    yield Finding(
+                        path=path,
+                        line=seg.first_line + text.count("\n", 0, start),
+                        rule=rule.id,
+                        name=rule.name,
+                        family=rule.family,
+                        kind=kind,
+                        location=seg.location,
+                        redacted=redact(value),
+                        hashed_secret=_sha1(value),
+                        secret=value,
+                        confidence=level,
+                    )
+
+    def _native_findings(
+        self, path: str, kind: str, seg: Segment, data: bytes, inner: str
+    ) -> Iterator[Finding]:
+        assert self.native is not None
+        for hit in self.native.scan(data):
+            if not _native_ok(hit):
+                continue
+            value = hit.secret
+            at = len(data[: hit.offset].decode("utf-8", "replace"))  # bytes -> characters
+            yield Finding(
+                path=path,
+                line=seg.first_line + hit.line - 1,
+                rule=hit.rule,
+                name=hit.name,
+                family=hit.family,
+                kind=kind,
+                location=seg.location,
+                redacted=redact(value),
+                hashed_secret=_sha1(value),
+                secret=value,
+                confidence=demote(
+                    hit.confidence,
+                    hit.family,
+                    value,
+                    inner,
+                    docs=in_docs(seg.text, at, inner),
+                    comment=comment_line(seg.text, at, inner),
+                ),
+            )
+
+
+def _native_ok(hit: NativeHit) -> bool:
+    """leaseline's knowledge over Kingfisher's findings: references, placeholders, digests."""
+    value = hit.secret
+    if not value or is_placeholder(value) or REFERENCE.match(value):
+        return False
+    return hit.family != "generic" or generic_ok("", value)
+
+
+def _merge(own: list[Finding], native: Iterable[Finding]) -> list[Finding]:
+    """leaseline's findings, plus Kingfisher's that find something else. One value found by
+    both is leaseline's finding (its family carries the advice), unless that is only the
+    generic rule's and Kingfisher knows the provider; the higher confidence is kept."""
+    out = list(own)
+    for theirs in native:
+        for i, ours in enumerate(out):
+            if ours.line != theirs.line or not (
+                theirs.secret in ours.secret or ours.secret in theirs.secret
+            ):
+                continue
+            best = theirs if at_least(theirs.confidence, ours.confidence) else ours
+            keep = theirs if ours.family == "generic" and theirs.family != "generic" else ours
+            out[i] = replace(keep, confidence=best.confidence)
+            break
+        else:
+            out.append(theirs)
+    return out
 
 
 def _display(path: str) -> str:
+    if not os.path.isabs(path):
+        return os.path.normpath(path)  # relative already: as relpath would give it, faster
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
 

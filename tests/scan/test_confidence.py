@@ -1,0 +1,194 @@
+"""Confidence on every finding, the default output showing what is actionable, both engines, the
+prefilter's equivalence with a plain run of every rule, and quiet on real code."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from leaseline.scan import Scanner, scan
+from leaseline.scan._confidence import LEVELS, demote
+from leaseline.scan._report import render
+from leaseline.scan._rules import generic_ok
+from leaseline.scan._sources import SourceFile, segments
+from leaseline.scan.corpus import Planted, score
+
+ROOT = Path(__file__).resolve().parents[2]
+ALNUM = string.ascii_letters + string.digits
+
+
+def _rand(n: int, alphabet: str = ALNUM) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _levels(text: str, path: str = "settings.py", engine: str = "python") -> set[tuple[str, str]]:
+    return {(f.family, f.confidence) for f in Scanner(engine=engine).scan_text(path, text)}
+
+
+@pytest.mark.parametrize("engine", ["python", "kingfisher"])
+def test_confidence_levels(engine: str) -> None:
+    hf = "hf" + "_" + _rand(34)
+    assert ("huggingface", "high") in _levels(f'TOKEN = "{hf}"\n', engine=engine)
+    cohere = _rand(40)
+    assert _levels(f'COHERE_API_KEY = "{cohere}"\n', engine=engine) == {("cohere", "medium")}
+    value = _rand(24, ALNUM + "!#%&*+")
+    assert _levels(f'db_password = "{value}"\n', engine=engine) == {("generic", "medium")}
+    # the same value in a test file, a word-made password, a template: low
+    assert _levels(f'db_password = "{value}"\n', "tests/test_db.py", engine) == {("generic", "low")}
+    assert _levels('db_password = "Super' + 'SecretPassword"\n', engine=engine) <= {
+        ("generic", "low")
+    }
+    word = "postgresql://app:" + "guest" + "word@db:5432/x"
+    assert _levels(f'DSN = "{word}"\n', engine=engine) == {("database", "low")}
+
+
+def test_default_output_shows_what_is_actionable(tmp_path: Path) -> None:
+    key = "sk-ant-api03-" + _rand(40)
+    (tmp_path / "app.py").write_text(
+        f'KEY = "{key}"\nadmin_password = "CorrectHorse' + 'Battery42"\n'
+    )
+    shown = scan([str(tmp_path)], managed=False)
+    assert [(f.family, f.confidence) for f in shown.findings] == [("anthropic", "high")]
+    assert shown.hidden == 1 and shown.exit_code == 1
+    everything = scan([str(tmp_path)], managed=False, confidence="low")
+    assert {f.confidence for f in everything.findings} == {"high", "low"}
+    assert everything.hidden == 0
+    # JSON and SARIF carry the confidence, never the value
+    doc = json.loads(render("json", everything.findings, 1, 0))
+    assert {f["confidence"] for f in doc["findings"]} == {"high", "low"}
+    sarif = json.loads(render("sarif", shown.findings, 1, shown.hidden))
+    run = sarif["runs"][0]
+    assert [r["properties"]["confidence"] for r in run["results"]] == ["high"]
+    assert run["properties"]["hidden"] == 1
+    assert key not in json.dumps(doc) + json.dumps(sarif)
+
+
+def test_the_kingfisher_engine_adds_its_catalogue() -> None:
+    stripe = "sk_" + "live_" + _rand(24)
+    python = Scanner(engine="python", detect_secrets=False).scan_text("pay.py", f'k = "{stripe}"')
+    assert python == []
+    native = Scanner(engine="kingfisher")
+    assert native.engine == "kingfisher"
+    found = native.scan_text("pay.py", f'k = "{stripe}"\n')
+    assert [f.secret for f in found] == [stripe]
+    assert found[0].rule.startswith(("betterleaks.", "kingfisher.")) and "…" in found[0].redacted
+    assert stripe not in repr(found) + json.dumps([f.to_dict() for f in found])
+
+
+def test_the_pure_python_engine_finds_every_planted_credential(
+    corpus: tuple[Path, list[Planted]],
+) -> None:
+    root, planted = corpus
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        findings = Scanner(engine="python").scan_paths(["."])
+    finally:
+        os.chdir(cwd)
+    tp, fp, missed = score(planted, [(f.path, f.line, f.secret) for f in findings], root)
+    assert not missed and (tp, fp) == (len(planted), 0)
+
+
+def _plain(scanner: Scanner, path: str, data: bytes) -> set[tuple[str, str]]:
+    """Every rule over every whole segment: what the prefilter must reproduce."""
+    kind, _, segs = segments(SourceFile(path, data))
+    out: set[tuple[str, str]] = set()
+    for seg in segs:
+        taken: list[tuple[int, int]] = []
+        for rule in scanner.rules:
+            if rule.kinds is not None and kind not in rule.kinds:
+                continue
+            for m in rule.pattern.finditer(seg.text):
+                value, (start, end) = m.group("s"), m.span("s")
+                if any(start < e and s < end for s, e in taken) or not value:
+                    continue
+                if not rule.check(value):
+                    continue
+                if rule.family == "generic" and not generic_ok(m.group("name"), value):
+                    continue
+                taken.append((start, end))
+                out.add((rule.id, value))
+    return out
+
+
+def test_the_prefilter_finds_what_every_rule_over_every_segment_finds(
+    corpus: tuple[Path, list[Planted]],
+) -> None:
+    root, _ = corpus
+    scanner = Scanner(engine="python")
+    compared = 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            got = {(f.rule, f.secret) for f in scanner.scan_source(SourceFile(str(path), data))}
+            assert got == _plain(scanner, str(path), data), path.name
+            compared += 1
+    assert compared > 10
+
+
+def _installed(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin, f"{name} is not installed (requirements/test.txt)"
+    return Path(spec.origin).parent
+
+
+def test_real_library_code_is_quiet_at_the_default_confidence() -> None:
+    """The orchestrators' own installed code (~100 MB, no live secrets): at most 5 files."""
+    roots = [str(_installed(n)) for n in ("airflow", "prefect", "kfp", "mlflow")]
+    result = scan(roots, managed=False)
+    flagged = sorted({f.path for f in result.findings})
+    assert len(flagged) <= 5, flagged
+    assert result.files_scanned > 1000
+
+
+def test_this_repository_scans_clean() -> None:
+    tracked = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True, text=True
+    ).stdout.split("\0")
+    files = [str(ROOT / t) for t in tracked if t and (ROOT / t).is_file()]
+    result = scan(files, managed=False)
+    assert [(f.path, f.line, f.rule) for f in result.findings] == []
+
+
+@pytest.mark.timeout(20)
+def test_a_long_word_like_value_is_judged_in_linear_time() -> None:
+    """The stand-in check once backtracked exponentially on a long value of letters that ends in
+    something else (Kingfisher's curl header findings: a 111-byte file took seconds)."""
+    value = "Bearer" + "a" * 40 + "Ab" * 20 + "#"
+    assert demote("medium", "generic", value, "call.sh") in LEVELS
+
+
+def test_the_sdk_is_imported_only_when_a_scan_needs_it() -> None:
+    code = (
+        "import sys, leaseline, leaseline.scan\n"
+        "from leaseline.scan import Scanner\n"
+        "before = 'kingfisher_sdk' in sys.modules\n"
+        "Scanner(engine='python')\n"
+        "python = 'kingfisher_sdk' in sys.modules\n"
+        "print(before, python, Scanner().engine, 'kingfisher_sdk' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "False", "kingfisher", "True"]
+
+
+def test_examples_and_comments_lower_the_confidence() -> None:
+    hf = "hf" + "_" + _rand(34)
+    assert _levels(f'>>> login("{hf}")\n') == {("huggingface", "low")}
+    assert _levels(f'def f():\n    """Call it so:\n\n    token: {hf}\n    """\n') == {
+        ("huggingface", "low")
+    }
+    assert _levels(f"# the old one: {hf}\n") == {("huggingface", "high")}  # still a key
+    # a triple-quoted value is a value, and a host named example is no example
+    assert _levels(f'KEYS = """\n{hf}\n"""\n') == {("huggingface", "high")}
+    assert _levels(f'curl https://api.example.com -H "X-Token: {hf}"\n', "call.sh") == {
+        ("huggingface", "high")
+    }
