@@ -66,7 +66,7 @@ GENERIC: tuple[Rule, ...] = (
         "secret given with a credential name to a setter",
         "generic",
         # define('API_KEY', 'v'), os.environ.setdefault("TOKEN", "v"), os.putenv(...), conf.set(...)
-        r"\b(?:define|setdefault|setenv|putenv|set|put)\(\s*['\"]"
+        r"\b(?i:define|setdefault|setenv|putenv|setproperty|set|put)\(\s*['\"]"
         + _GENERIC_NAME
         + r"['\"]\s*,\s*[rbuf]?['\"]"
         + _VALUE

@@ -3,7 +3,14 @@
 A plain file is one segment. A notebook is parsed as a notebook: every cell's source and every
 output (stream text, ``execute_result``/``display_data`` text-like MIME bundles, error name, value
 and traceback) is its own segment, labelled ``cell 3 output 1 (error)``; base64 images are not
-text and are skipped, which is where generic scanners raise most of their false alarms.
+text and are skipped, which is where generic scanners raise most of their false alarms. The
+notebook's metadata (papermill's ``parameters``) and each cell's are segments too
+(``notebook metadata``, ``cell 3 metadata``).
+
+Where a value hides behind an encoding, a derived segment holds it decoded: XML with its
+entities unescaped, escaped JSON strings decoded, concatenated string literals joined, base64
+blobs that decode to text (bounded: 200 candidates a segment, 64 KiB a blob, 2000 decoded JSON
+lines a file).
 
 ML run folders are plain YAML to the scanner: Hydra's ``.hydra/config.yaml`` (the composed
 config, overrides applied) and ``.hydra/overrides.yaml`` (the command line's ``key=value``
@@ -272,7 +279,8 @@ def segments(src: SourceFile) -> tuple[str, str, list[Segment]]:
         except ValueError:
             return "text", text, [Segment(text), *decoded_segments(text)]
         segs = list(notebook_segments(nb))
-        return kind, text, segs + [d for seg in segs for d in decoded_segments(seg.text, raw=text)]
+        derived = [d for seg in segs for d in decoded_segments(seg.text, text, seg.location)]
+        return kind, text, segs + derived
     if kind == "xml" and "&" in text:
         base = [Segment(html.unescape(text))]  # entities hold no newline: lines stay
     elif kind == "yaml" and _WANDB.search(text):
@@ -339,10 +347,13 @@ def _b64_text(blob: str) -> str | None:
     return out if _PRINTABLE.fullmatch(out) else None
 
 
-def decoded_segments(text: str, raw: str | None = None) -> Iterator[Segment]:
+def decoded_segments(
+    text: str, raw: str | None = None, where: str | None = None
+) -> Iterator[Segment]:
     """Derived segments of ``text``: concatenated literals joined, base64 blobs decoded.
 
-    ``raw`` is the notebook JSON a notebook segment came from (its lines are found there).
+    ``raw`` is the notebook JSON a notebook segment (at ``where``) came from: its lines are
+    found there.
     """
     lines_done: set[int] = set()
     if raw is None and ("' " in text or '" ' in text or "'." in text or '"+' in text):
@@ -365,4 +376,4 @@ def decoded_segments(text: str, raw: str | None = None) -> Iterator[Segment]:
         else:
             pos = raw.find(m.group()[:40])
             line = raw.count("\n", 0, pos) + 1 if pos >= 0 else 1
-        yield Segment(decoded, "base64-decoded", line)
+        yield Segment(decoded, f"{where}, base64-decoded" if where else "base64-decoded", line)

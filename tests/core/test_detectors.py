@@ -173,3 +173,19 @@ def test_a_placeholder_of_the_same_shape_is_flagged_by_neither(detector: Detecto
 
 def test_the_scanner_has_no_format_table_of_its_own() -> None:
     assert RULES is DETECTORS
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'curl -u "admin:$ADMIN_PASSWORD" https://nexus.internal/',
+        "curl --user ci:%CI_PASSWORD% https://ci.internal/",
+        'curl -H "Authorization: Bearer $TOKEN" https://api.internal/',
+        'curl -H "Authorization: Bearer {{ inputs.parameters.token }}" https://api.internal/',
+    ],
+)
+def test_a_shell_variable_in_a_credential_slot_has_no_credential_shape(text: str) -> None:
+    # KFP's check_spec matches command lines by shape alone: a variable there is the fix, not a leak
+    from leaseline._detectors import credential_shape
+
+    assert credential_shape(text) is None

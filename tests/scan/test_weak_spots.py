@@ -306,6 +306,7 @@ def test_xml_entities_are_unescaped_before_matching() -> None:
         "package main\n\nconst apiToken = `{v}`\n",
         "func main() {{\n\tpassword := `{v}`\n\tconnect(password)\n}}\n",
         "var cfg = Config{{\n\tSecretKey: `{v}`,\n}}\n",
+        'func init() {{\n\tos.Setenv("API_TOKEN", "{v}")\n}}\n',
     ],
 )
 def test_go_backtick_strings(template: str) -> None:
@@ -541,3 +542,14 @@ def test_this_repository_scans_clean() -> None:
     paths = [str(root / p) for p in listed.split("\0") if p and (root / p).is_file()]
     found = Scanner().scan_paths(paths)
     assert [(f.path, f.line, f.rule) for f in found] == []
+
+
+def test_a_base64_encoded_jwt_in_a_notebook_output_names_the_cell() -> None:
+    jwt = _jwt()
+    blob = base64.b64encode(jwt.encode()).decode()
+    out = {"output_type": "stream", "name": "stdout", "text": [f"secret data: {blob}\n"]}
+    cell = {**_cell("!kubectl get secret sa -o yaml"), "outputs": [out]}
+    text = _notebook([_cell("import os"), cell], {})
+    (hit,) = assert_found("ops.ipynb", text, jwt, "jwt")
+    assert hit.location == "cell 2 output 1 (stdout), base64-decoded"
+    assert blob[:40] in text.splitlines()[hit.line - 1]
