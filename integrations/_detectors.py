@@ -119,7 +119,8 @@ STOCK_WORDS = frozenset(
         "db database postgres postgresql mysql mariadb redis rabbitmq mongo mongodb celery minio",
         "minioadmin airflow prefect mlflow kubeflow jupyter notebook service app bot svc prefix",
         "bearer basic oauth oauth2 jwt session cookie hmac signing shared none null empty invalid",
-        "wrong bad good valid long short very random generated dont use do",
+        "wrong bad good valid long short very random generated dont use do kind sort type",
+        "scott tiger alice bob",  # SQLAlchemy's and Oracle's scott:tiger, the crypto couple
     )
     for word in line.split()
 )

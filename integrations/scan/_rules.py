@@ -117,18 +117,24 @@ GENERIC: tuple[Rule, ...] = (
 _NOT_SECRET_NAME = re.compile(
     r"(?i)(?:hash|digest|checksum|sha\d*|md5|fingerprint|etag|salt|_id|_url|"
     r"(?:page|next|prev(?:ious)?|continuation|pagination|cursor|sync|resume|cancel(?:lation)?|"
-    r"pad|eos|bos|unk|mask|sep|cls|start|end|special|stop|max|num|total)[_-]?tokens?|"
+    r"pad|eos|bos|unk|mask|sep|cls|start|end|special|stop|max|num|total|"
+    r"request|client[_-]?request|change|idempotency)[_-]?tokens?|"
     r"public[_-]?key|primary[_-]?key|foreign[_-]?key|sort[_-]?key|cache[_-]?key|partition[_-]?key)$"
 )
 _CODE = re.compile(
     r"[()\[\]{}<>$%\\]|^(?:os|env|self|settings|config|process)\.|^(?:https?:)?//|^\.?\.?/"
 )
-_DIGEST = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
+# digests of any length (``b899a0d240b53d9d``), UUIDs
+_DIGEST = re.compile(
+    r"[0-9a-f]{16,128}|[0-9A-F]{16,128}|[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}|"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 # ``keyword.$0``, ``pkg.module:Attr`` (an entry point)
 _DOTTED_WORDS = re.compile(r"[A-Za-z_$@-]+(?:[.:][A-Za-z_$@-]+)+")
 
 
-_EDGE = re.compile(r"^[,;:|&=]|[,;:|&]$")  # a neighbour's quote: ``token =",Dup:"``
+_EDGE = re.compile(r"^[,;:|&=]|[,;:|&.]$")  # a neighbour's quote: ``token =",Dup:"``
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[_.-][A-Za-z0-9]+)*")
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _VOWEL = re.compile(r"[aeiouyAEIOUY]")
@@ -149,7 +155,7 @@ def generic_ok(name: str, value: str) -> bool:
     if _NOT_SECRET_NAME.search(name) or REFERENCE.match(value):
         return False
     if _DIGEST.fullmatch(value):
-        return False  # a bare digest: too many checksums look exactly like this
+        return False  # a bare digest or UUID: too many checksums and ids look exactly like this
     if _CODE.search(value) or _DOTTED_WORDS.fullmatch(value) or _EDGE.search(value):
         return False
     if _identifier(value):

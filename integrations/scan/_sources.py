@@ -114,6 +114,7 @@ class SourceFile:
     data: bytes
 
 
+_NEWLINE_ENTITY = re.compile(r"&#(?:0*1[03]|[xX]0*[aAdD]);")
 _XML_SUFFIXES = frozenset(
     {".xml", ".config", ".csproj", ".vbproj", ".props", ".targets", ".plist", ".xaml", ".resx"}
 )
@@ -282,7 +283,8 @@ def segments(src: SourceFile) -> tuple[str, str, list[Segment]]:
         derived = [d for seg in segs for d in decoded_segments(seg.text, text, seg.location)]
         return kind, text, segs + derived
     if kind == "xml" and "&" in text:
-        base = [Segment(html.unescape(text))]  # entities hold no newline: lines stay
+        # a newline entity (&#10;) becomes a space, so the lines stay the file's
+        base = [Segment(html.unescape(_NEWLINE_ENTITY.sub(" ", text)))]
     elif kind == "yaml" and _WANDB.search(text):
         base = [Segment(text), *wandb_segments(text)]
     else:

@@ -296,8 +296,12 @@ def test_xml_elements_and_attributes(template: str) -> None:
 
 def test_xml_entities_are_unescaped_before_matching() -> None:
     value = _an(10) + "&" + _an(10)
-    text = f"<config><password>{value.replace('&', '&amp;')}</password></config>"
-    assert_found("settings.xml", text, value)
+    text = (
+        '<config>\n  <banner text="line one&#10;line two&#xA;" />\n'
+        f"  <password>{value.replace('&', '&amp;')}</password>\n</config>"
+    )
+    (hit,) = assert_found("settings.xml", text, value)
+    assert hit.line == 3  # a newline entity does not move the lines
 
 
 @pytest.mark.parametrize(
@@ -553,3 +557,19 @@ def test_a_base64_encoded_jwt_in_a_notebook_output_names_the_cell() -> None:
     (hit,) = assert_found("ops.ipynb", text, jwt, "jwt")
     assert hit.location == "cell 2 output 1 (stdout), base64-decoded"
     assert blob[:40] in text.splitlines()[hit.line - 1]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        '"ClientRequestToken": "{uuid}"',
+        '"AWS::ApiGateway::ApiKey": "{hex16}"',
+        '"Password": "SomeKindOfPassword123!@#"',
+        'create_engine("postgresql://scott:tiger@localhost/test")',
+        '"LocalConsolePassword": "PassWordMustBeAtLeast6Chars."',
+    ],
+)
+def test_generic_ids_digests_and_docs_sentences_are_quiet(template: str) -> None:
+    h = secrets.token_hex(16)
+    uuid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+    assert_quiet("examples-1.json", template.format(uuid=uuid, hex16=secrets.token_hex(8)))
