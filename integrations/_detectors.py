@@ -13,12 +13,17 @@ accepted):
 Each pattern has one group, ``s``, capturing the secret. Formats without a prefix (Cohere,
 Mistral, Weights & Biases, legacy Pinecone keys, AWS secret keys) only match next to a name that
 says what they are (``named``), which keeps hashes and UUIDs out.
+
+Why ~540 lines: the table itself (38 formats, one row of name, pattern and check each) is most
+of it; the placeholder test beside it (stock words, sequences, fillers) is what every row's check
+shares, and splitting the two would give the table's users two modules to keep in step.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,8 +85,9 @@ PLACEHOLDERS = frozenset(
     }
 )
 # ``{password}`` (an f-string or str.format field) is a template, not a value
+# ``{pg.password}`` too (an attribute in an f-string); ``…`` ends a shortened (redacted) value
 _PLACEHOLDER_MARKS = re.compile(
-    r"\$\{|\$\(|\{\{|\}\}|\{[A-Za-z_]\w*\}|<[^>]*>|%\(|%s|\*{3}|x{6}|X{6}|\.\.\.|^\$"
+    r"\$\{|\$\(|\{\{|\}\}|\{[A-Za-z_][\w.]*\}|<[^>]*>|%\(|%s|\*{3}|x{6}|X{6}|\.\.\.|…|^\$"
 )
 #: a leaseline reference (or any URL-like reference) is what we want people to write
 REFERENCE = re.compile(r"^[a-z][a-z0-9+.-]*://")
@@ -97,16 +103,64 @@ def _classes(s: str) -> int:
     )
 
 
+#: the words docs, tests and default configs build stand-in values from (``my-secret-token``,
+#: ``SuperSecret``, ``fake-client-secret-for-tests``, ``guest``, ``airflow``): a value made only
+#: of these (and at most a short or sequential number) is nobody's credential
+STOCK_WORDS = frozenset(
+    word
+    for line in (
+        "a an the my your our some any this that for of to in on is not no only here me it be",
+        "secret secrets super top password passwords passwd pass pwd pw passphrase token tokens key keys",
+        "api apikey auth access private public client credential credentials login logon signin",
+        "test tests testing tester fake mock mocked dummy sample samples example examples demo default",
+        "defaults placeholder value values string str insert put enter replace with real actual",
+        "change changeme new old temp tmp local dev development staging prod foo bar baz qux quux",
+        "hello world abc xyz qwerty letmein admin administrator root user users username guest",
+        "db database postgres postgresql mysql mariadb redis rabbitmq mongo mongodb celery minio",
+        "minioadmin airflow prefect mlflow kubeflow jupyter notebook service app bot svc prefix",
+        "bearer basic oauth oauth2 jwt session cookie hmac signing shared none null empty invalid",
+        "wrong bad good valid long short very random generated dont use do kind sort type",
+        "scott tiger alice bob",  # SQLAlchemy's and Oracle's scott:tiger, the crypto couple
+    )
+    for word in line.split()
+)
+_SEQUENCES = "0123456789 9876543210 abcdefghijklmnopqrstuvwxyz zyxwvutsrqponmlkjihgfedcba"
+_RUN = 6  # "123456", "abcdef": typed, not generated
+_REPEAT = re.compile(r"(.)\1{7,}")  # "dapi00000000...": a filler
+
+
+def _has_run(low: str) -> bool:
+    return any(low[i : i + _RUN] in _SEQUENCES for i in range(len(low) - _RUN + 1))
+
+
+def _stock_words(low: str) -> bool:
+    """``low`` (lower case) is stock words, separators and a short or sequential number."""
+    numbers = re.findall(r"\d+", low)
+    if any(len(n) > 4 and n not in _SEQUENCES for n in numbers):
+        return False
+    letters = re.sub(r"[^a-z]", "", low)
+    if not letters or len(letters) > 64:
+        return False
+    # word break: can ``letters`` be cut into stock words?
+    ends = [True] + [False] * len(letters)
+    for i in range(1, len(letters) + 1):
+        ends[i] = any(ends[j] and letters[j:i] in STOCK_WORDS for j in range(max(0, i - 14), i))
+    return ends[-1]
+
+
 def is_placeholder(value: str) -> bool:
-    """True for ``changeme``, ``${TOKEN}``, ``<your key>``, ``xxxxxx``... (never a finding)."""
+    """True for ``changeme``, ``${TOKEN}``, ``<your key>``, ``xxxxxx``, ``password1234``,
+    ``my-secret-token``... (never a finding)."""
     low = value.lower().strip("'\"")
     if low in PLACEHOLDERS or _PLACEHOLDER_MARKS.search(value):
         return True
     if len(set(low)) <= 3:  # "aaaaaaaa", "00000000", "x-x-x-x"
         return True
-    return any(
-        w in low for w in ("your", "example", "placeholder", "dummy", "changeme", "redacted")
-    )
+    if any(w in low for w in ("your", "example", "placeholder", "dummy", "changeme", "redacted")):
+        return True
+    if "%" in low:
+        low = urllib.parse.unquote(low)
+    return _has_run(low) or _REPEAT.search(low) is not None or _stock_words(low)
 
 
 def dense(min_entropy: float = 3.0, min_classes: int = 2) -> Callable[[str], bool]:
@@ -168,11 +222,25 @@ def _d(
 
 
 # A name that says "this is the X key", then an assignment, then the value (same line).
+# (``COHERE_API_KEY="…"``, ``cohere.Client("…")``, ``wandb.login(key="…")``, ``-H "api-key: …"``)
 def _named(word: str, value: str) -> str:
-    return rf"(?i:{word})[\w.\-]{{0,30}}['\"]?\s*(?:[:=]|=>|\(|,)?\s*[\w.\-]{{0,20}}['\"= ]\s*(?P<s>{value})(?![A-Za-z0-9])"
+    return (
+        rf"(?i:{word})[\w.\-]{{0,30}}\\?['\"]?\s*(?:[:=]|=>|\(|,)?\s*"
+        rf"(?:[\w.\-]{{0,20}}['\"= ]|\w{{1,20}}\s*=\s*\\?['\"])\s*(?P<s>{value})(?![A-Za-z0-9])"
+    )
 
 
-#: every credential format, most specific first (``sk-ant-`` before ``sk-``)
+def _code_identifier(body: str) -> bool:
+    """``disableForced4SpacesIndentedSublists``, ``getExperimentTraceInfoV3``: code, not a key."""
+    return re.fullmatch(r"[a-z]{2,}(?:[A-Z][a-z]{2,}|\d)+[A-Z]?\d*", body) is not None
+
+
+def _vault_legacy(value: str) -> bool:
+    return dense(3.5, 3)(value) and not _code_identifier(value[2:])
+
+
+#: every credential format, most specific first (``sk-ant-`` before ``sk-``). Newer rows start
+#: with their literal prefix (no leading ``\b``): the regex engine then skips ahead to it
 DETECTORS: tuple[Detector, ...] = (
     _d(
         "anthropic",
@@ -261,7 +329,7 @@ DETECTORS: tuple[Detector, ...] = (
         "Vault/OpenBao token (legacy form)",
         "vault",
         r"(?<![\w.])(?P<s>[sbr]\.[A-Za-z0-9_-]{24,})(?![\w.(-])",
-        dense(3.5, 3),
+        _vault_legacy,
     ),
     _d(
         "aws-access-key-id",
@@ -311,7 +379,122 @@ DETECTORS: tuple[Detector, ...] = (
         dense(3.0),
     ),
     _d("github-token", "GitHub token", "github", r"\b(?P<s>gh[pousr]_[A-Za-z0-9]{36,})", dense()),
-    _d("slack-token", "Slack token", "slack", r"\b(?P<s>xox[abpors]-[A-Za-z0-9-]{10,})", dense()),
+    _d(
+        "slack-token",
+        "Slack token",
+        "slack",
+        # bot/user/app-level/refresh/config tokens: xoxb-, xoxp-, xoxa-2-, xoxe.xoxp-1-, xoxe-1-...
+        r"(?P<s>xox(?:e\.xox)?[abeoprs]-[A-Za-z0-9-]{10,})",
+        dense(),
+    ),
+    _d(
+        "slack-app-token",
+        "Slack app-level token",
+        "slack",
+        r"(?P<s>xapp-\d-[A-Z0-9]{9,}-\d{6,}-[a-f0-9]{32,})\b",
+        dense(),
+    ),
+    _d(
+        "slack-webhook",
+        "Slack incoming webhook URL",
+        "slack",
+        r"(?P<s>https://hooks\.slack\.com/(?:services|workflows|triggers)/T[A-Z0-9]{6,}/"
+        r"[A-Z0-9]{6,}/[A-Za-z0-9]{20,})",
+        dense(3.0),
+    ),
+    _d(
+        "stripe",
+        "Stripe secret or restricted key",
+        "stripe",
+        # pk_ (publishable) keys are meant for browsers: not secrets
+        r"(?P<s>[rs]k_(?:live|test)_[A-Za-z0-9]{20,247})\b",
+        dense(3.0),
+    ),
+    _d(
+        "stripe-webhook-secret",
+        "Stripe webhook signing secret",
+        "stripe",
+        r"(?P<s>whsec_[A-Za-z0-9]{32,})\b",
+        dense(3.0),
+    ),
+    _d(
+        "perplexity",
+        "Perplexity API key",
+        "perplexity",
+        r"(?P<s>pplx-[A-Za-z0-9]{48})\b",
+        dense(3.0),
+    ),
+    _d(
+        "databricks-token",
+        "Databricks personal access token",
+        "databricks",
+        r"(?P<s>dapi[a-f0-9]{32}(?:-\d)?)\b",
+        dense(3.0),
+    ),
+    _d(
+        "databricks-oauth-secret",
+        "Databricks OAuth secret",
+        "databricks",
+        r"(?P<s>dose[a-f0-9]{32})\b",
+        dense(3.0),
+    ),
+    _d(
+        "azure-client-secret",
+        "Azure (Entra ID) client secret",
+        "azure",
+        r"(?:^|[\s'\"`=:,(>])(?P<s>[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{31,34})(?:$|[\s'\"`<),;])",
+        dense(3.0),
+    ),
+    _d(
+        "azure-storage-key",
+        "Azure storage account key",
+        "azure",
+        _named(
+            r"AccountKey|account[_-]?key|storage[_-]?(?:account[_-]?)?key|azure[_-]?storage",
+            r"[A-Za-z0-9+/]{86}==",
+        ),
+        dense(4.0, 3),
+    ),
+    _d(
+        "azure-openai",
+        "Azure OpenAI API key",
+        "azure",
+        _named(r"azure[_-]?openai|openai[_-]?azure|api-key", r"[a-f0-9]{32}"),
+        dense(3.0, 2),
+    ),
+    _d(
+        "azure-openai-client",
+        "Azure OpenAI API key",
+        "azure",
+        # a client built for an Azure endpoint, its key a few lines further
+        r"(?:openai\.azure\.com|azure_endpoint|AZURE_OPENAI_ENDPOINT|AzureOpenAI\(|AzureChatOpenAI\()"
+        r"[\s\S]{0,400}?"
+        r"(?i:api[_-]?key)\W{1,5}(?P<s>[a-f0-9]{32})\b",
+        dense(3.0, 2),
+    ),
+    _d(
+        "wandb-login",
+        "Weights & Biases API key",
+        "wandb",
+        r"wandb\.login\([^)]{0,200}?\bkey\s*=\s*['\"](?P<s>[a-f0-9]{40})['\"]",
+        dense(3.0, 2),
+    ),
+    _d(
+        "authorization-header",
+        "credential in an Authorization header",
+        "http",
+        r"(?i:authorization)\\?['\"]?\s*[:=]\s*\\?['\"]?\s*(?i:bearer|basic|token)[ \t]+"
+        r"(?P<s>[A-Za-z0-9._~+/-]{16,}=*)",
+        dense(3.0),
+    ),
+    _d(
+        "curl-user",
+        "password in a curl --user option",
+        "http",
+        r"\bcurl\b[^\n]{0,300}?\s(?:-u|--user)(?:[ \t]+|=)['\"]?[^\s:'\"$]+:"
+        r"(?P<s>[^\s'\"$%{<][^\s'\"]{2,})",  # not $PASS, %PASS%, {pw}, <pw>: shapes too
+        _url_password,
+    ),
 )
 
 #: (name, compiled pattern) pairs of :data:`DETECTORS`, for callers that only need the shapes

@@ -1,10 +1,17 @@
 """The scanner's rules: the credential formats of :data:`leaseline._detectors.DETECTORS` (the one
 table, shared with ``parse`` and the adapters' checks), plus the context rules (:data:`GENERIC`):
-a literal assigned to a credential-named variable.
+a literal given to a credential-named thing.
 
 Each rule is a regular expression run over a whole text segment (not line by line) with one group,
 ``s``, capturing the secret, and a ``check`` that rejects look-alikes (placeholders, hashes,
-words).
+words). The context rules also capture the name (``name``) for :func:`generic_ok`.
+
+The generic rule is keyword + context + value: a name ending in ``password``/``secret``/
+``token``/``api_key``...; an assignment (``=``, ``:``, ``:=``, ``?=``, ``=>``, ``define('K', 'v')``),
+an XML element or ``key``/``value`` attribute pair, or a command-line flag (``--api-token=…``);
+and a value that looks generated: dense, with a digit (or long and high-entropy), not made of
+stock words (``my-secret-token``, ``password1234``), not code (``keyword.$0``), not a digest.
+No backreferences, so the patterns also compile for Hyperscan/Vectorscan.
 """
 
 from __future__ import annotations
@@ -12,14 +19,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .._detectors import DETECTORS, REFERENCE, Detector, dense
+from .._detectors import DETECTORS, REFERENCE, Detector, dense, shannon_entropy
 
-__all__ = ["GENERIC", "RULES", "Rule", "redact"]
+__all__ = ["GENERIC", "RULES", "Rule", "generic_ok", "redact"]
 
 #: a rule is a detector; the scanner adds only context rules of its own
 Rule = Detector
 
-ENV_LIKE = frozenset({"env", "docker", "yaml", "ini", "shell"})
+ENV_LIKE = frozenset({"env", "docker", "yaml", "ini", "shell", "make"})
 
 RULES: tuple[Rule, ...] = DETECTORS
 
@@ -35,17 +42,35 @@ def _r(
     return Rule(id_, name, family, re.compile(pattern), check, kinds)
 
 
-#: the catch-all: a literal assigned to a name that ends in password/secret/token/key
-_GENERIC_NAME = (
-    r"(?P<name>(?<![\w.\-])(?:[A-Za-z_][\w.\-]{0,60}?)?(?i:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|apikey|"
-    r"access[_-]?key|secret[_-]?key|private[_-]?key|auth[_-]?key|client[_-]?secret|credentials?))"
+_KEYWORD = (
+    r"(?i:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|"
+    r"private[_-]?key|auth[_-]?key|client[_-]?secret|credentials?)"
 )
+#: the catch-all's names: anything ending in password/secret/token/key...
+_GENERIC_NAME = r"(?P<name>(?<![\w.\-])(?:[A-Za-z_][\w.\-]{0,60}?)?" + _KEYWORD + ")"
+# a quote, escaped inside a JSON or code string (``{\"api_key\": \"…\"}``) or not; Go raw strings
+_Q = r"\\?['\"`]"
+_VALUE = r"(?P<s>[^'\"`\s\\]{8,200})"
+
 GENERIC: tuple[Rule, ...] = (
     _r(
         "generic-secret",
         "secret assigned to a credential-named variable",
         "generic",
-        _GENERIC_NAME + r"['\"]?\s*(?::|=|:=)\s*[rbuf]?(?P<q>['\"])(?P<s>[^'\"\s]{8,200})(?P=q)",
+        # NAME = "v", NAME: "v", NAME := `v`, 'NAME' => 'v', os.environ["NAME"] = "v"
+        _GENERIC_NAME + r"\\?['\"]?\]?\s*(?:::=|:=|\?=|=>|:|=)\s*[rbuf]?" + _Q + _VALUE + _Q,
+        dense(3.0),
+    ),
+    _r(
+        "generic-secret-call",
+        "secret given with a credential name to a setter",
+        "generic",
+        # define('API_KEY', 'v'), os.environ.setdefault("TOKEN", "v"), os.putenv(...), conf.set(...)
+        r"\b(?i:define|setdefault|setenv|putenv|setproperty|set|put)\(\s*['\"]"
+        + _GENERIC_NAME
+        + r"['\"]\s*,\s*[rbuf]?['\"]"
+        + _VALUE
+        + r"['\"]",
         dense(3.0),
     ),
     _r(
@@ -54,22 +79,91 @@ GENERIC: tuple[Rule, ...] = (
         "generic",
         r"(?m)^[ \t]*(?:-[ \t]+|export[ \t]+|(?:ENV|ARG)[ \t]+)?"
         + _GENERIC_NAME
-        + r"[ \t]*(?:=|:[ \t]|[ \t])[ \t]*(?P<s>[^'\"\s#]{8,200})[ \t]*$",
+        + r"[ \t]*(?:=|::?=|\?=|:[ \t]|[ \t])[ \t]*(?P<s>[^'\"\s#]{8,200})[ \t]*$",
         dense(3.0),
         kinds=ENV_LIKE,
     ),
+    _r(
+        "generic-secret-xml",
+        "secret in a credential-named XML element",
+        "generic",
+        r"<(?P<name>[\w.:-]{0,60}?"
+        + _KEYWORD
+        + r")(?:\s[^<>]{0,200})?>\s*(?P<s>[^<>\s]{8,200})\s*</",
+        dense(3.0),
+    ),
+    _r(
+        "generic-secret-xml-attribute",
+        "secret in a credential-named XML setting",
+        "generic",
+        # <add key="ApiKey" value="v"/>; <setting name="ClientSecret"><value>v</value>
+        r"(?i:key|name)\s*=\s*[\"'](?P<name>[\w.:-]{0,60}?"
+        + _KEYWORD
+        + r")[\"'](?:\s+(?i:value)\s*=\s*[\"']|[^<>]{0,200}>\s*<(?i:value)>)(?P<s>[^\"'<>\s]{8,200})",
+        dense(3.0),
+    ),
+    _r(
+        "generic-secret-flag",
+        "secret given to a credential-named command-line flag",
+        "generic",
+        r"(?:^|[\s'\"(\[,])--?(?P<name>[A-Za-z][\w-]{0,40}?"
+        + _KEYWORD
+        + r")(?:=|[ \t]+)['\"]?(?P<s>[^\s'\"\\]{8,200})",
+        dense(3.0),
+    ),
 )
 
-_HASHY_NAME = re.compile(r"(?i)(hash|digest|checksum|sha\d*|md5|fingerprint|etag|salt|_id|_url)$")
+#: names that end in "token" or "key" without being credentials
+_NOT_SECRET_NAME = re.compile(
+    r"(?i)(?:hash|digest|checksum|sha\d*|md5|fingerprint|etag|salt|_id|_url|"
+    r"(?:page|next|prev(?:ious)?|continuation|pagination|cursor|sync|resume|cancel(?:lation)?|"
+    r"pad|eos|bos|unk|mask|sep|cls|start|end|special|stop|max|num|total|"
+    r"request|client[_-]?request|change|idempotency)[_-]?tokens?|"
+    r"public[_-]?key|primary[_-]?key|foreign[_-]?key|sort[_-]?key|cache[_-]?key|partition[_-]?key)$"
+)
+_CODE = re.compile(
+    r"[()\[\]{}<>$%\\]|^(?:os|env|self|settings|config|process)\.|^(?:https?:)?//|^\.?\.?/"
+)
+# digests of any length (``b899a0d240b53d9d``), UUIDs
+_DIGEST = re.compile(
+    r"[0-9a-f]{16,128}|[0-9A-F]{16,128}|[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}|"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+# ``keyword.$0``, ``pkg.module:Attr`` (an entry point)
+_DOTTED_WORDS = re.compile(r"[A-Za-z_$@-]+(?:[.:][A-Za-z_$@-]+)+")
+
+
+_EDGE = re.compile(r"^[,;:|&=]|[,;:|&.]$")  # a neighbour's quote: ``token =",Dup:"``
+_IDENT = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[_.-][A-Za-z0-9]+)*")
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+_VOWEL = re.compile(r"[aeiouyAEIOUY]")
+
+
+def _identifier(value: str) -> bool:
+    """``doesExternalFilterPass``, ``X-Amz-Credential``, ``r2_temp_credentials``: a name in code."""
+    if not _IDENT.fullmatch(value) or sum(c.isdigit() for c in value) > 2:
+        return False
+    words = _WORD.findall(value)
+    letters = sum(len(w) for w in words)
+    wordlike = sum(len(w) for w in words if len(w) >= 3 and _VOWEL.search(w))
+    return wordlike >= 0.9 * letters
 
 
 def generic_ok(name: str, value: str) -> bool:
-    """Extra checks for the catch-all: no hashes by name, no references, no code."""
-    if _HASHY_NAME.search(name) or REFERENCE.match(value):
+    """The catch-all's value test: looks generated, not a name, a digest, a reference or code."""
+    if _NOT_SECRET_NAME.search(name) or REFERENCE.match(value):
         return False
-    if re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", value):
-        return False  # a bare digest: too many checksums look exactly like this
-    return not re.search(r"[()\[\]{}]|^(?:os|env|self|settings|config)\.", value)
+    if _DIGEST.fullmatch(value):
+        return False  # a bare digest or UUID: too many checksums and ids look exactly like this
+    if _CODE.search(value) or _DOTTED_WORDS.fullmatch(value) or _EDGE.search(value):
+        return False
+    if _identifier(value):
+        return False
+    # a label ("API-Token", "Contrasenya") has no digit; a long random value has entropy
+    if not any(c.isdigit() for c in value):
+        return len(value) >= 16 and shannon_entropy(value) >= 3.5
+    return True
 
 
 def redact(value: str) -> str:

@@ -3,7 +3,14 @@
 A plain file is one segment. A notebook is parsed as a notebook: every cell's source and every
 output (stream text, ``execute_result``/``display_data`` text-like MIME bundles, error name, value
 and traceback) is its own segment, labelled ``cell 3 output 1 (error)``; base64 images are not
-text and are skipped, which is where generic scanners raise most of their false alarms.
+text and are skipped, which is where generic scanners raise most of their false alarms. The
+notebook's metadata (papermill's ``parameters``) and each cell's are segments too
+(``notebook metadata``, ``cell 3 metadata``).
+
+Where a value hides behind an encoding, a derived segment holds it decoded: XML with its
+entities unescaped, escaped JSON strings decoded, concatenated string literals joined, base64
+blobs that decode to text (bounded: 200 candidates a segment, 64 KiB a blob, 2000 decoded JSON
+lines a file).
 
 ML run folders are plain YAML to the scanner: Hydra's ``.hydra/config.yaml`` (the composed
 config, overrides applied) and ``.hydra/overrides.yaml`` (the command line's ``key=value``
@@ -15,7 +22,9 @@ it was logged under (location ``W&B config NAME``).
 
 from __future__ import annotations
 
+import base64
 import fnmatch
+import html
 import json
 import os
 import re
@@ -105,12 +114,25 @@ class SourceFile:
     data: bytes
 
 
+_NEWLINE_ENTITY = re.compile(r"&#(?:0*1[03]|[xX]0*[aAdD]);")
+_XML_SUFFIXES = frozenset(
+    {".xml", ".config", ".csproj", ".vbproj", ".props", ".targets", ".plist", ".xaml", ".resx"}
+)
+
+
 def file_kind(path: str) -> str:
-    """``notebook``, ``docker``, ``env``, ``yaml``, ``ini``, ``shell`` or ``text``."""
+    """``notebook``, ``docker``, ``env``, ``yaml``, ``ini``, ``shell``, ``make``, ``json``,
+    ``xml`` or ``text``."""
     name = os.path.basename(path).lower()
     suffix = os.path.splitext(name)[1]
     if suffix == ".ipynb":
         return "notebook"
+    if name in {"makefile", "gnumakefile"} or suffix == ".mk":
+        return "make"
+    if suffix == ".json":
+        return "json"
+    if suffix in _XML_SUFFIXES:
+        return "xml"
     if name.startswith(("dockerfile", "containerfile")) or suffix in {".dockerfile"}:
         return "docker"
     if name == ".env" or name.startswith(".env.") or suffix == ".env" or name == ".netrc":
@@ -209,12 +231,19 @@ def notebook_segments(nb: Any) -> Iterator[Segment]:
         # nbformat 3 keeps cells under worksheets
         sheets = nb.get("worksheets", []) if isinstance(nb, dict) else []
         cells = [c for ws in sheets if isinstance(ws, dict) for c in ws.get("cells", [])]
+    # metadata (papermill's parameters, tags, anything a tool stored) as the JSON it is
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    if isinstance(meta, dict) and meta:
+        yield Segment(json.dumps(meta, indent=1), "notebook metadata", in_json=True)
     for ci, cell in enumerate(cells, 1):
         if not isinstance(cell, dict):
             continue
         kind = cell.get("cell_type", "code")
         source = cell.get("source", cell.get("input", ""))
         yield Segment(_text(source), f"cell {ci} ({kind}) source", in_json=True)
+        meta = cell.get("metadata")
+        if isinstance(meta, dict) and meta:
+            yield Segment(json.dumps(meta, indent=1), f"cell {ci} metadata", in_json=True)
         for oi, out in enumerate(cell.get("outputs", []) or [], 1):
             if not isinstance(out, dict):
                 continue
@@ -236,18 +265,33 @@ def notebook_segments(nb: Any) -> Iterator[Segment]:
 
 
 def segments(src: SourceFile) -> tuple[str, str, list[Segment]]:
-    """(kind, decoded text, segments) for one file."""
+    """(kind, decoded text, segments) for one file.
+
+    Besides the text itself: XML with its entities unescaped (instead of the raw text), JSON
+    string values with escapes decoded, lines whose string literals are concatenated
+    (``'sk-' . 'rest'``, ``"sk-" + "rest"``) joined, and plausible base64 blobs that decode to
+    text, each decoded (bounded: see :func:`decoded_segments`).
+    """
     text = src.data.decode("utf-8", "replace")
     kind = file_kind(src.path)
     if kind == "notebook":
         try:
             nb = json.loads(text)
         except ValueError:
-            return "text", text, [Segment(text)]
-        return kind, text, list(notebook_segments(nb))
-    if kind == "yaml" and _WANDB.search(text):
-        return kind, text, [Segment(text), *wandb_segments(text)]
-    return kind, text, [Segment(text)]
+            return "text", text, [Segment(text), *decoded_segments(text)]
+        segs = list(notebook_segments(nb))
+        derived = [d for seg in segs for d in decoded_segments(seg.text, text, seg.location)]
+        return kind, text, segs + derived
+    if kind == "xml" and "&" in text:
+        # a newline entity (&#10;) becomes a space, so the lines stay the file's
+        base = [Segment(html.unescape(_NEWLINE_ENTITY.sub(" ", text)))]
+    elif kind == "yaml" and _WANDB.search(text):
+        base = [Segment(text), *wandb_segments(text)]
+    else:
+        base = [Segment(text)]
+    if kind == "json":
+        base += json_string_segments(text)
+    return kind, text, base + list(decoded_segments(base[0].text))
 
 
 def wandb_segments(text: str) -> Iterator[Segment]:
@@ -257,3 +301,81 @@ def wandb_segments(text: str) -> Iterator[Segment]:
         yield Segment(
             f"{m.group('name')}: {m.group('value')}", f"W&B config {m.group('name')}", line
         )
+
+
+# a JSON string literal with at least one escape in it
+_JSON_ESCAPED = re.compile(r'"(?:[^"\\\n]|\\.)*\\(?:[^"\\\n]|\\.)*"')
+_MAX_DECODED = 2000  # lines of decoded strings per file
+
+
+def json_string_segments(text: str) -> Iterator[Segment]:
+    r"""Each line of each escaped JSON string, decoded (``{\"api_key\": …}``, ``\n``, ``\/``),
+    at the line of its literal."""
+    budget = _MAX_DECODED
+    for m in _JSON_ESCAPED.finditer(text):
+        try:
+            value = json.loads(m.group())
+        except ValueError:
+            continue
+        line = text.count("\n", 0, m.start()) + 1
+        for part in str(value).splitlines():
+            if budget <= 0:
+                return
+            budget -= 1
+            yield Segment(part, "JSON string", line)
+
+
+_CONCAT = re.compile(r"""(["'])[ \t]*[.+][ \t]*\1""")
+_B64_BLOB = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2}")
+_MAX_BLOBS = 200  # candidates looked at per segment
+_MAX_BLOB = 64 * 1024
+_PRINTABLE = re.compile(r"[\t\n\r\x20-\x7e]+")
+
+
+def _b64_text(blob: str) -> str | None:
+    """The text ``blob`` decodes to, when it is base64 of printable ASCII; else ``None``."""
+    body = blob.rstrip("=")
+    if len(body) % 4 == 1 or len(blob) > _MAX_BLOB:
+        return None
+    if "-" in body or "_" in body:
+        if "+" in body or "/" in body:
+            return None
+        body = body.replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+        out = raw.decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return out if _PRINTABLE.fullmatch(out) else None
+
+
+def decoded_segments(
+    text: str, raw: str | None = None, where: str | None = None
+) -> Iterator[Segment]:
+    """Derived segments of ``text``: concatenated literals joined, base64 blobs decoded.
+
+    ``raw`` is the notebook JSON a notebook segment (at ``where``) came from: its lines are
+    found there.
+    """
+    lines_done: set[int] = set()
+    if raw is None and ("' " in text or '" ' in text or "'." in text or '"+' in text):
+        for m in _CONCAT.finditer(text):
+            start = text.rfind("\n", 0, m.start()) + 1
+            if start in lines_done or len(lines_done) >= _MAX_BLOBS:
+                continue
+            lines_done.add(start)
+            end = text.find("\n", m.end())
+            joined = _CONCAT.sub("", text[start : end if end >= 0 else len(text)])
+            yield Segment(joined, None, text.count("\n", 0, start) + 1)
+    for n, m in enumerate(_B64_BLOB.finditer(text)):
+        if n >= _MAX_BLOBS:
+            return
+        decoded = _b64_text(m.group())
+        if decoded is None:
+            continue
+        if raw is None:
+            line = text.count("\n", 0, m.start()) + 1
+        else:
+            pos = raw.find(m.group()[:40])
+            line = raw.count("\n", 0, pos) + 1 if pos >= 0 else 1
+        yield Segment(decoded, f"{where}, base64-decoded" if where else "base64-decoded", line)

@@ -41,6 +41,23 @@ def _pem() -> str:
     return f"-----BEGIN {kind}-----\n" + "\n".join(lines) + f"\n-----END {kind}-----"
 
 
+def _upper(n: int) -> str:
+    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(n))
+
+
+def _num(n: int) -> str:
+    return str(1 + secrets.randbelow(9)) + "".join(
+        secrets.choice(string.digits) for _ in range(n - 1)
+    )
+
+
+def _b64(n: int) -> str:
+    while True:
+        out = base64.b64encode(secrets.token_bytes(n)).decode()
+        if any(c.isdigit() for c in out):
+            return out
+
+
 def _uuid() -> str:
     h = secrets.token_hex(16)
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
@@ -79,6 +96,22 @@ def sample(detector_id: str) -> tuple[str, str]:
         "jwt": lambda: f"{jwt_part()}.{jwt_part()}.{_an(43)}",
         "github-token": lambda: f"ghp_{_an(36)}",
         "slack-token": lambda: f"xoxb-{_an(12)}-{_an(24)}",
+        "slack-app-token": lambda: f"xapp-1-A{_upper(10)}-{_num(13)}-{_hex(64)}",
+        "slack-webhook": lambda: (
+            f"https://hooks.slack.com/services/T{_upper(10)}/B{_upper(10)}/{_an(24)}"
+        ),
+        "stripe": lambda: "rk_" + f"live_{_an(99)}",
+        "stripe-webhook-secret": lambda: "whsec" + f"_{_an(32)}",
+        "perplexity": lambda: "pplx" + f"-{_an(48)}",
+        "databricks-token": lambda: f"dapi{_hex(32)}-3",
+        "databricks-oauth-secret": lambda: f"dose{_hex(32)}",
+        "azure-client-secret": lambda: f"{_an(3)}8Q~{_an(34)}",
+        "azure-storage-key": lambda: _b64(64),
+        "azure-openai": lambda: _hex(32),
+        "azure-openai-client": lambda: _hex(32),
+        "wandb-login": lambda: _hex(40),
+        "authorization-header": lambda: _an(40),
+        "curl-user": lambda: _an(20),
     }[detector_id]()
     line = {
         "pinecone-legacy": f'PINECONE_API_KEY = "{value}"',
@@ -89,6 +122,14 @@ def sample(detector_id: str) -> tuple[str, str]:
         "aws-secret-access-key": f'aws_secret_access_key = "{value}"',
         "database-url": f'DSN = "postgresql+psycopg://app:{value}@db:5432/x"',
         "url-password": f'REMOTE = "https://deploy:{value}@git.internal/repo.git"',
+        "azure-storage-key": f'CONN = "AccountName=ml;AccountKey={value};EndpointSuffix=x"',
+        "azure-openai": f"AZURE_OPENAI_API_KEY={value}",
+        "azure-openai-client": (
+            f'AzureOpenAI(azure_endpoint="https://x.openai.azure.com", api_key="{value}")'
+        ),
+        "wandb-login": f'wandb.login(host=HOST, key="{value}")',
+        "authorization-header": f'curl -H "Authorization: Bearer {value}" https://x.internal',
+        "curl-user": f"curl -fsS -u deploy:{value} https://x.internal",
     }.get(detector_id, f'value = "{value}"')
     return line, value
 
@@ -132,3 +173,19 @@ def test_a_placeholder_of_the_same_shape_is_flagged_by_neither(detector: Detecto
 
 def test_the_scanner_has_no_format_table_of_its_own() -> None:
     assert RULES is DETECTORS
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'curl -u "admin:$ADMIN_PASSWORD" https://nexus.internal/',
+        "curl --user ci:%CI_PASSWORD% https://ci.internal/",
+        'curl -H "Authorization: Bearer $TOKEN" https://api.internal/',
+        'curl -H "Authorization: Bearer {{ inputs.parameters.token }}" https://api.internal/',
+    ],
+)
+def test_a_shell_variable_in_a_credential_slot_has_no_credential_shape(text: str) -> None:
+    # KFP's check_spec matches command lines by shape alone: a variable there is the fix, not a leak
+    from leaseline._detectors import credential_shape
+
+    assert credential_shape(text) is None
