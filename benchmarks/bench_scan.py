@@ -137,8 +137,30 @@ class Hit:
     sha1: str | None = None
 
 
-class Missing(Exception):
+class Skipped(Exception):
+    """A tool left out of a measure: ``label`` goes in the table, the message says why."""
+
+    def __init__(self, label: str, message: str) -> None:
+        super().__init__(message)
+        self.label = label
+
+
+class Missing(Skipped):
     """A tool that cannot run here (the message says how to get it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("not installed", message)
+
+
+#: seconds one tool may take on one measure (``--timeout``); then it is reported as timed out
+TIMEOUT: float | None = None
+
+
+def _run(tool: str, cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, **kw)  # type: ignore[call-overload,no-any-return]
+    except subprocess.TimeoutExpired:
+        raise Skipped("timed out", f"{tool} took more than {TIMEOUT:.0f}s (--timeout)") from None
 
 
 # -- running the tools ------------------------------------------------------------------------
@@ -157,12 +179,12 @@ def _rel(path: str, root: Path) -> str:
 def run_leaseline(root: Path, paths: list[str]) -> list[Hit]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEASELINE_")}
     cmd = [sys.executable, "-m", "leaseline.scan", "--format", "json", "--no-managed", *paths]
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    proc = _run("leaseline", cmd, cwd=root, env=env)
     if proc.returncode not in (0, 1):
         tail = proc.stderr.strip().splitlines()[-3:]
         if "No module named" in proc.stderr:
             raise Missing(f"leaseline is not installed in {sys.executable}")
-        raise RuntimeError(f"leaseline scan exited {proc.returncode}: {' / '.join(tail)}")
+        raise Skipped("failed", f"leaseline scan exited {proc.returncode}: {' / '.join(tail)}")
     doc = json.loads(proc.stdout)
     return [
         Hit(
@@ -212,10 +234,10 @@ def run_kingfisher(root: Path, paths: list[str], cache: Path) -> list[Hit]:
     cmd = [kingfisher_binary(), "scan", *(str(root / p) for p in paths)]
     cmd += ["--no-validate", "--no-update-check", "--format", "json", "--no-dedup"]
     cmd += ["--rule-cache-dir", str(cache)]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    proc = _run("kingfisher", cmd, cwd=root)
     if proc.returncode not in (0, 200, 205):
         tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"kingfisher exited {proc.returncode}: {' / '.join(tail)}")
+        raise Skipped("failed", f"kingfisher exited {proc.returncode}: {' / '.join(tail)}")
     doc, _ = json.JSONDecoder().raw_decode(proc.stdout.lstrip())
     hits = []
     for f in doc.get("findings", []):
@@ -391,7 +413,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--no-clean", action="store_true", help="skip the clean code and throughput")
     ap.add_argument("--keep", metavar="DIR", help="write the corpus under DIR and keep it")
+    ap.add_argument(
+        "--timeout", type=float, default=3600, help="seconds per tool and measure (default 3600)"
+    )
     args = ap.parse_args(argv)
+    global TIMEOUT
+    TIMEOUT = args.timeout
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if unknown := set(tools) - set(TOOLS):
         ap.error(f"unknown tool(s) {sorted(unknown)}; choose from {', '.join(TOOLS)}")
@@ -410,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
         f"corpus: {len(corpus.samples)} samples in {corpus_root} (seed {corpus.seed})", flush=True
     )
 
-    missing: dict[str, str] = {}
+    missing: dict[str, Skipped] = {}
     scores: dict[str, Score] = {}
     for tool in tools:
         try:
@@ -418,9 +445,9 @@ def main(argv: list[str] | None = None) -> None:
             hits = _runner(tool, tmp)(corpus_root, corpus_files)
             scores[tool] = score(corpus, hits)
             print(f"  {tool}: corpus scanned in {time.perf_counter() - start:.1f}s", flush=True)
-        except Missing as exc:
-            missing[tool] = str(exc)
-            print(f"  {tool}: SKIPPED - {exc}", flush=True)
+        except Skipped as exc:
+            missing[tool] = exc
+            print(f"  {tool}: {exc.label.upper()} - {exc}", flush=True)
 
     clean: dict[str, tuple[float, list[Hit]]] = {}
     clean_info = ""
@@ -437,11 +464,16 @@ def main(argv: list[str] | None = None) -> None:
                 f"  WARNING: only {size / 1e6:.0f} MB of clean code (the issue asks for >= 250 MB)"
             )
         for tool in tools:
-            if tool in missing:
+            if tool not in scores:
                 continue
             n = 1 if tool == "detect-secrets" else repeat
             run = _runner(tool, tmp)
-            clean[tool] = _best(lambda run=run: run(clean_root, clean_list), n)  # type: ignore[misc]
+            try:
+                clean[tool] = _best(lambda run=run: run(clean_root, clean_list), n)  # type: ignore[misc]
+            except Skipped as exc:
+                missing[tool] = exc
+                print(f"  {tool}: {exc.label.upper()} - {exc}", flush=True)
+                continue
             print(f"  {tool}: best of {n}: {clean[tool][0]:.1f}s", flush=True)
 
     rows, notes = report(corpus, tools, scores, clean, size, missing, repeat)
@@ -458,11 +490,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _cell(
-    tool: str, missing: dict[str, str], have: dict[str, object], fmt: Callable[[], str]
+    tool: str, missing: dict[str, Skipped], have: dict[str, object], fmt: Callable[[], str]
 ) -> str:
-    if tool in missing:
-        return "not installed"
-    return fmt() if tool in have else "not run"
+    if tool in have:
+        return fmt()
+    return missing[tool].label if tool in missing else "not run"
 
 
 def report(
@@ -471,12 +503,11 @@ def report(
     scores: dict[str, Score],
     clean: dict[str, tuple[float, list[Hit]]],
     size: int,
-    missing: dict[str, str],
+    missing: dict[str, Skipped],
     repeat: int,
 ) -> tuple[list[dict[str, object]], str]:
     rows: list[dict[str, object]] = []
     every = [*TOOLS, "secretlint"]
-    missing = dict(missing, secretlint="npm")
 
     def row(
         measure: str,
@@ -639,7 +670,24 @@ def _notes(
     return "\n".join(lines)
 
 
-def _intro(corpus: Corpus, clean_info: str, repeat: int, missing: dict[str, str]) -> str:
+def _measured_code() -> str:
+    """The leaseline measured: its folder's git branch and commit (a venv may be any worktree's)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("leaseline")
+    where = Path(spec.origin).parent if spec and spec.origin else None
+    if where is None:
+        return "leaseline not importable"
+    git = ["git", "-C", str(where), "log", "-1", "--format=%h %D"]
+    out = subprocess.run(git, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", "."],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return f"leaseline from {where} at {out or 'an unknown commit'}" + (
+        " (+ changes)" if dirty else ""
+    )
+
+
+def _intro(corpus: Corpus, clean_info: str, repeat: int, missing: dict[str, Skipped]) -> str:
     ver = []
     for dist in ("leaseline", "detect-secrets", "kingfisher-bin"):
         try:
@@ -655,10 +703,11 @@ def _intro(corpus: Corpus, clean_info: str, repeat: int, missing: dict[str, str]
         "(the installed closure of apache-airflow, prefect, kfp and mlflow; text files up to 5 MiB). "
         "leaseline runs as `python -m leaseline.scan --format json --no-managed`; detect-secrets "
         "in-process (`num_processors=1`); Kingfisher as `kingfisher scan --no-validate "
-        "--no-update-check --format json --no-dedup` at its default 2 threads; secretlint (npm) not "
+        "--no-update-check --format json --no-dedup` at its default threads; secretlint (npm) not "
         f"run. Throughput: best of {repeat} (detect-secrets: 1 run) on a {os.cpu_count()}-core "
-        f"machine shared with other work. Versions: {', '.join(ver)}."
-        + (" Missing: " + "; ".join(missing.values()) + "." if missing else "")
+        f"machine shared with other work. The ratio column is leaseline's figure over Kingfisher's. "
+        f"Measured: {_measured_code()}; {', '.join(ver)}."
+        + "".join(f" {t}: {exc.label} ({exc})." for t, exc in missing.items())
     )
 
 
