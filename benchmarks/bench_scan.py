@@ -36,7 +36,8 @@ The ``ratio`` column is leaseline's figure over Kingfisher's.
 
 Run: ``python benchmarks/bench_scan.py [--quick] [--write] [--tools leaseline,kingfisher]
 [--seed N] [--keep DIR] [--no-clean] [--clean-mb N] [--repeat N]``; any leaseline venv works
-(``cd OTHER_WORKTREE && .venv/bin/python /path/to/benchmarks/bench_scan.py``). ``--quick`` (a
+(``cd OTHER_WORKTREE && .venv/bin/python /path/to/benchmarks/bench_scan.py``); ``--write``
+updates this checkout's RESULTS.md only when the leaseline measured is this checkout's. ``--quick`` (a
 quarter of set 2, 5 MB of clean code, one timed run) takes about a minute; the full run about
 half an hour, most of it detect-secrets on the clean code (``--tools leaseline,kingfisher`` skips
 it).
@@ -482,7 +483,10 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, peers))
     print()
     print(notes)
-    if args.write:
+    if args.write and HERE.parent not in ((_leaseline_folder() or HERE).parents):
+        print(f"--write: not writing {HERE / 'RESULTS.md'}: the leaseline measured is another "
+              "checkout's; run that checkout's own benchmarks/bench_scan.py to record it")  # fmt: skip
+    elif args.write:
         intro = _intro(corpus, clean_info, repeat, missing)
         write_section("scan (`python benchmarks/bench_scan.py`)", intro, rows, peers, notes)
     if not args.keep:
@@ -670,12 +674,16 @@ def _notes(
     return "\n".join(lines)
 
 
-def _measured_code() -> str:
-    """The leaseline measured: its folder's git branch and commit (a venv may be any worktree's)."""
+def _leaseline_folder() -> Path | None:
     import importlib.util
 
     spec = importlib.util.find_spec("leaseline")
-    where = Path(spec.origin).parent if spec and spec.origin else None
+    return Path(spec.origin).resolve().parent if spec and spec.origin else None
+
+
+def _measured_code() -> str:
+    """The leaseline measured: its folder's git branch and commit (a venv may be any worktree's)."""
+    where = _leaseline_folder()
     if where is None:
         return "leaseline not importable"
     git = ["git", "-C", str(where), "log", "-1", "--format=%h %D"]
