@@ -671,7 +671,7 @@ def _notes(
             lines.append(
                 f"Clean code, {t}: files by rule: " + ", ".join(f"`{r}` {len(f)}" for r, f in top)
             )
-    return "\n".join(lines)
+    return "\n\n".join(lines)
 
 
 def _leaseline_folder() -> Path | None:
