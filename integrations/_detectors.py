@@ -87,7 +87,7 @@ PLACEHOLDERS = frozenset(
 # ``{password}`` (an f-string or str.format field) is a template, not a value
 # ``{pg.password}`` too (an attribute in an f-string); ``…`` ends a shortened (redacted) value
 _PLACEHOLDER_MARKS = re.compile(
-    r"\$\{|\$\(|\{\{|\}\}|\{[A-Za-z_][\w.]*\}|<[^>]*>|%\(|%s|\*{3}|x{6}|X{6}|\.\.\.|…|^\$"
+    r"\$\{|\$\(|\{\{|\}\}|\{[A-Za-z_][\w.]*\}|<[^>]*>|%\(|%s(?=$|[/:@.,;\s-])|\*{3}|x{6}|X{6}|\.\.\.|…|^\$"
 )
 #: a leaseline reference (or any URL-like reference) is what we want people to write
 REFERENCE = re.compile(r"^[a-z][a-z0-9+.-]*://")
