@@ -411,6 +411,21 @@ DETECTORS: tuple[Detector, ...] = (
         dense(3.0),
     ),
     _d(
+        "braintree-access-token",
+        "Braintree (PayPal) access token",
+        "braintree",
+        r"(?P<s>access_token\$(?:production|sandbox)\$[0-9a-z]{16}\$[0-9a-f]{32})\b",
+        dense(3.0),
+    ),
+    _d(
+        "discord-webhook",
+        "Discord webhook URL",
+        "discord",
+        r"(?P<s>https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d{17,20}/"
+        r"[A-Za-z0-9_-]{60,68})",
+        dense(3.0),
+    ),
+    _d(
         "stripe-webhook-secret",
         "Stripe webhook signing secret",
         "stripe",

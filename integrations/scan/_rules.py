@@ -8,7 +8,7 @@ words). The context rules also capture the name (``name``) for :func:`generic_ok
 
 The generic rule is keyword + context + value: a name ending in ``password``/``secret``/
 ``token``/``api_key``...; an assignment (``=``, ``:``, ``:=``, ``?=``, ``=>``, ``define('K', 'v')``),
-an XML element or ``key``/``value`` attribute pair, or a command-line flag (``--api-token=…``);
+an XML element or ``key``/``value`` attribute pair, an HTML table row, or a command-line flag (``--api-token=…``);
 and a value that looks generated: dense, with a digit (or long and high-entropy), not made of
 stock words (``my-secret-token``, ``password1234``), not code (``keyword.$0``), not a digest.
 No backreferences, so the patterns also compile for Hyperscan/Vectorscan.
@@ -100,6 +100,16 @@ GENERIC: tuple[Rule, ...] = (
         r"(?i:key|name)\s*=\s*[\"'](?P<name>[\w.:-]{0,60}?"
         + _KEYWORD
         + r")[\"'](?:\s+(?i:value)\s*=\s*[\"']|[^<>]{0,200}>\s*<(?i:value)>)(?P<s>[^\"'<>\s]{8,200})",
+        dense(3.0),
+    ),
+    _r(
+        "generic-secret-table",
+        "secret in a credential-named row of an HTML table",
+        "generic",
+        # a notebook's rendered settings: <tr><td>db_password</td><td>v</td></tr>
+        r"<t[dh](?:\s[^<>]{0,200})?>\s*"
+        + _GENERIC_NAME
+        + r"\s*</t[dh]>\s*<td(?:\s[^<>]{0,200})?>\s*(?P<s>[^<>\s]{8,200})\s*</td>",
         dense(3.0),
     ),
     _r(

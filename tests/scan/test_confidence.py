@@ -143,7 +143,24 @@ def _shapes() -> list[tuple[str, str]]:
                 "metadata": {"papermill": {"parameters": {"db_password": v}}},
                 "outputs": [{"output_type": "stream", "name": "stdout", "text": [blob + "\n"]}],
                 "source": "x = 1",
-            }
+            },
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "outputs": [
+                    {
+                        "output_type": "execute_result",
+                        "metadata": {},
+                        "data": {"text/plain": [repr(v)]},
+                    },
+                    {
+                        "output_type": "display_data",
+                        "metadata": {},
+                        "data": {"text/html": [f"<tr><td>api_token</td><td>{v}</td></tr>"]},
+                    },
+                ],
+                "source": "os.environ['DB_PASSWORD']",
+            },
         ],
         "metadata": {"papermill": {"parameters": {"api_token": v}}},
         "nbformat": 4,
