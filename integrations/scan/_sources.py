@@ -5,7 +5,8 @@ output (stream text, ``execute_result``/``display_data`` text-like MIME bundles,
 and traceback) is its own segment, labelled ``cell 3 output 1 (error)``; base64 images are not
 text and are skipped, which is where generic scanners raise most of their false alarms. The
 notebook's metadata (papermill's ``parameters``) and each cell's are segments too
-(``notebook metadata``, ``cell 3 metadata``).
+(``notebook metadata``, ``cell 3 metadata``). An ``execute_result`` of a cell whose last line
+names a credential (``os.environ['HF_TOKEN']``) is read again as ``HF_TOKEN = <its repr>``.
 
 Where a value hides behind an encoding, a derived segment holds it decoded: XML with its
 entities unescaped, escaped JSON strings decoded, concatenated string literals joined, base64
@@ -18,6 +19,10 @@ overrides). A Weights & Biases run's ``files/config.yaml`` (a top-level ``_wandb
 each value one level down (``db_password:`` / ``value: ...``): besides the whole file, each
 ``NAME: {value: ...}`` entry is also scanned as ``NAME: ...``, so a value is judged by the name
 it was logged under (location ``W&B config NAME``).
+
+Why ~410 lines: every reader here produces the same thing (segments with their locations) from
+one file's text, and the derived readings need the segments the format readers made; split by
+format, each part would import the others' segment rules back.
 """
 
 from __future__ import annotations
