@@ -271,3 +271,15 @@ def test_examples_and_comments_lower_the_confidence() -> None:
     assert _levels(f'curl https://api.example.com -H "X-Token: {hf}"\n', "call.sh") == {
         ("huggingface", "high")
     }
+
+
+def test_a_provider_format_with_dollar_separators_is_no_template() -> None:
+    """``access_token$production$8yf…``: a ``$`` then a digit is not a grammar's ``$1``."""
+    token = (
+        "access"
+        + f"_token$production${_rand(16, string.digits + 'abcdef')}${secrets.token_hex(16)}"
+    )
+    assert _levels(f'gateway = BraintreeGateway(access_token="{token}")\n') == {
+        ("braintree", "high")
+    }
+    assert demote("medium", "generic", "keyword.$1", "grammar.js") == "low"
