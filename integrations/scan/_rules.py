@@ -133,8 +133,8 @@ _NOT_SECRET_NAME = re.compile(
 )
 _CODE = re.compile(
     r"[()\[\]{}<>$\\]|^(?:os|env|self|settings|config|process)\.|^(?:https?:)?//|^\.?\.?/|"
-    # a format (``%(name)s``, ``%s``, ``%{VAR}``, ``%APPDATA%``), not a ``%`` in a random value
-    r"%(?:\(|\{)|%[sd](?=$|[/:@.,;\s-])|%[A-Z_]{2,}%"
+    # a format (``%(name)s``, ``%s``, ``%{VAR}``), not a ``%`` in a random value
+    r"%(?:\(|\{)|%s(?=$|[/:@.,;\s-])|%d(?=[/:@.,;\s-])"
 )
 # digests of any length (``b899a0d240b53d9d``), UUIDs
 _DIGEST = re.compile(
