@@ -87,7 +87,7 @@ PLACEHOLDERS = frozenset(
 # ``{password}`` (an f-string or str.format field) is a template, not a value
 # ``{pg.password}`` too (an attribute in an f-string); ``…`` ends a shortened (redacted) value
 _PLACEHOLDER_MARKS = re.compile(
-    r"\$\{|\$\(|\{\{|\}\}|\{[A-Za-z_][\w.]*\}|<[^>]*>|%\(|%s|\*{3}|x{6}|X{6}|\.\.\.|…|^\$"
+    r"\$\{|\$\(|\{\{|\}\}|\{[A-Za-z_][\w.]*\}|<[^>]*>|%\(|%s(?=$|[/:@.,;\s-])|\*{3}|x{6}|X{6}|\.\.\.|…|^\$"
 )
 #: a leaseline reference (or any URL-like reference) is what we want people to write
 REFERENCE = re.compile(r"^[a-z][a-z0-9+.-]*://")
@@ -408,6 +408,21 @@ DETECTORS: tuple[Detector, ...] = (
         "stripe",
         # pk_ (publishable) keys are meant for browsers: not secrets
         r"(?P<s>[rs]k_(?:live|test)_[A-Za-z0-9]{20,247})\b",
+        dense(3.0),
+    ),
+    _d(
+        "braintree-access-token",
+        "Braintree (PayPal) access token",
+        "braintree",
+        r"(?P<s>access_token\$(?:production|sandbox)\$[0-9a-z]{16}\$[0-9a-f]{32})\b",
+        dense(3.0),
+    ),
+    _d(
+        "discord-webhook",
+        "Discord webhook URL",
+        "discord",
+        r"(?P<s>https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d{17,20}/"
+        r"[A-Za-z0-9_-]{60,68})",
         dense(3.0),
     ),
     _d(

@@ -30,7 +30,9 @@ KEYWORD_FAMILIES = frozenset({"generic", "url", "database", "other"})
 
 _WORDY = re.compile(r"(?i)[a-z]+(?:[-_./ ][a-z]+)*[-_]?[0-9]{0,4}[!?.]?")
 #: ``$1``, ``$S2`` (a grammar's capture), ``%s``, ``{0}``: a template, not a value
-_TEMPLATE = re.compile(r"\$\w|%[sd]|\{\d*\}")
+_TEMPLATE = re.compile(
+    r"\$[A-Za-z]?\d+(?![A-Za-z0-9])|%s(?=$|[/:@.,;\s-])|%d(?=[/:@.,;\s-])|\{\d*\}"
+)
 #: ``package.module:Name`` (an entry point, a class path): code, not a value
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.\w+)+(?::\w+(?:\.\w+)*)?|\w+:[A-Z]\w*")
 _SEQUENCE = re.compile(r"012345|123456|234567|345678|456789|abcdef|qwerty|asdfgh")

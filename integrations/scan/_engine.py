@@ -227,6 +227,7 @@ class Scanner:
         findings: list[Finding] = []
         cursor: dict[str, int] = {}  # notebook: where to look for the next copy of a value
         seen: set[tuple[int, str]] = set()  # a value two segments share (W&B config) once
+        shown: set[tuple[str | None, str]] = set()  # a segment read again: what is new in it
         whole = len(segs) == 1 and segs[0].text is raw  # the file's own bytes can go native
         for seg in segs:
             ascii_bytes = src.data if whole and len(src.data) == len(raw) else None
@@ -237,6 +238,9 @@ class Scanner:
                     found, self._native_findings(src.path, kind, seg, data, inner or src.path)
                 )
             for finding in found:
+                if seg.again and (seg.location, finding.hashed_secret) in shown:
+                    continue
+                shown.add((seg.location, finding.hashed_secret))
                 if seg.in_json:
                     finding = replace(finding, line=_json_line(raw, finding.secret, cursor))
                 elif (finding.line, finding.hashed_secret) in seen:

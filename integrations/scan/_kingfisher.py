@@ -108,7 +108,9 @@ class NativeEngine:
         rules = kingfisher_sdk.Rules(confidence="medium", cache=where is not None, cache_dir=where)
         self.rules = len(rules)
         self.version: str = kingfisher_sdk.__version__
-        self._scanner: Any = kingfisher_sdk.DetectionScanner(rules)
+        # base64 blobs are decoded by leaseline's own reader (``_sources``) for both engines: one
+        # finding per value, named by its segment (``base64-decoded``), not one per engine
+        self._scanner: Any = kingfisher_sdk.DetectionScanner(rules, base64=False)
         self._names: dict[str, tuple[str, str]] = {}
 
     def scan(self, data: bytes) -> list[NativeHit]:
@@ -117,6 +119,8 @@ class NativeEngine:
             if not f.visible:
                 continue  # a helper match another rule needs (an AWS key's id...)
             rule = f.rule_id
+            if "base64" in rule:
+                continue  # an encoded form's rule (``jwt-base64``): the decoded segment has it
             named = self._names.get(rule)
             if named is None:
                 named = self._names[rule] = (_short_name(f.rule_name, rule), family(rule))

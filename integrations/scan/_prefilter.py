@@ -10,13 +10,16 @@ widths before and after the anchor), so its results are those of a run over the 
 every match that contains an anchor, which is every match. A rule without a usable anchor (none,
 or shorter than three characters) runs over the whole segment as before.
 
-The generic (context) rules' anchors are words common in code (``token``, ``client``...): an
-occurrence counts only when an assignment follows the name it ends (``[:=]``; in ``.env``-like
-files a blank too), and the rule is tried once, where that name starts (a generic rule is a
-credential-named variable, then an assignment, then a value). With the native engine, a rule
-with no anchor of three characters is left to Kingfisher's rules.
+The generic (context) rules' anchors are read from their ``name`` group: the credential words,
+common in code (``token``, ``client``...). An occurrence counts only when the rule's own text
+after the name follows it (the name's rest, then ``=``/``:``/``=>``/``">``/``', '``...: read
+from the expression, so a new context is known here the day it is a rule), and the rule is
+tried once, where that name starts, or searched from the few characters before it that the
+rule has ahead of its name (``<``, ``define('``, ``--``, ``key="``). A digit class (``\\dQ~``)
+widens a literal into ten. With the native engine, a rule with no anchor of three characters is
+left to Kingfisher's rules.
 
-Why ~460 lines: reading anchors, widths and what must follow an anchor out of an expression's
+Why ~510 lines: reading anchors, widths and what must follow an anchor out of an expression's
 parse tree (and writing that part back as an expression) is one idea that needs the whole tree
 walk; split, each half would need the other's walk.
 """
@@ -32,7 +35,7 @@ from typing import Any
 
 import ahocorasick_rs
 
-from ._rules import ENV_LIKE, Rule
+from ._rules import Rule
 
 __all__ = ["Prefilter", "anchors"]
 
@@ -58,9 +61,12 @@ _GENERIC_AFTER = 320
 _LOOKAHEAD = 64
 #: the generic rules' names: at most this many characters before the anchor
 _NAME_MAX = 96
-#: the generic rules: the name that ends in the anchor, then an assignment
-_ASSIGNED = re.compile(r"[\w.\-]*['\"]?\s*[:=]")
-_ASSIGNED_ENV = re.compile(r"[\w.\-]*['\"]?[ \t]*(?:[:=]|[ \t]+\S)")
+#: the generic rules: what a name ending in an anchor can still have before the rule's own
+#: text after its ``name`` group (the rest of a keyword: ``api`` + ``_key``)
+_NAME_REST = r"[\w.\-]*"
+#: a rule with text before its name (``<``, ``define('``, ``--``, ``key="``): at most this much
+_MAX_LEAD = 64
+_LEAD_MARGIN = 16
 
 Literals = frozenset[str]
 #: anchors, the most characters a match can have before the anchor, and (when known) the
@@ -74,6 +80,13 @@ def _literal_char(op: Any, av: Any) -> list[str] | None:
         return [chr(av).lower()]
     if op is _C.IN and all(o is _C.LITERAL for o, _ in av) and len(av) <= 6:
         return sorted({chr(v).lower() for _, v in av})
+    if op is _C.IN and len(av) == 1:
+        # a digit (``\d``, ``[0-9]``): ten literals (``\dQ~``, an Entra ID secret's marker)
+        ((sub_op, sub_av),) = av
+        if sub_op is _C.CATEGORY and str(sub_av) == "CATEGORY_DIGIT":
+            return list(string.digits)
+        if sub_op is _C.RANGE and sub_av[1] - sub_av[0] < 10:
+            return sorted({chr(c).lower() for c in range(sub_av[0], sub_av[1] + 1)})
     return None
 
 
@@ -206,6 +219,27 @@ def _analyse(
     return found[0], min(before, _MAX_BEFORE), min(after, _MAX_AFTER), tail
 
 
+def _named(
+    pattern: re.Pattern[str],
+) -> tuple[Literals, int, re.Pattern[str]] | None:
+    """A generic rule's anchors read from its ``name`` group alone (the credential words), the
+    most characters the rule has before that group (``<``, ``define('``, ``--``), and what must
+    follow an anchor: the rest of the name, then the rule's own text after the group (``=``,
+    ``">``...). ``None``: no top-level ``name`` group."""
+    tree = _P.parse(pattern.pattern, pattern.flags)
+    group = tree.state.groupdict.get("name")
+    items = list(tree)
+    for i, (op, av) in enumerate(items):
+        if op is _C.SUBPATTERN and av[0] == group:
+            found = _required(av[-1], _Widths(tree.state))
+            if found is None or min(map(len, found[0])) < MIN_ANCHOR:
+                return None
+            lead = int(_P.SubPattern(tree.state, items[:i]).getwidth()[1]) if i else 0
+            after = _NAME_REST + _serialize_prefix(items[i + 1 :])
+            return found[0], min(lead, _MAX_LEAD), re.compile(after, pattern.flags & ~re.VERBOSE)
+    return None
+
+
 _CATEGORIES = {
     "CATEGORY_DIGIT": r"\d",
     "CATEGORY_NOT_DIGIT": r"\D",
@@ -314,6 +348,10 @@ class _Entry:
     tail: re.Pattern[str] | None = None
     #: has anchors (else it runs over every segment)
     anchored: bool = False
+    #: a generic rule: its anchors are in its ``name`` group; what precedes the group, at most
+    lead: int = 0
+    #: a generic rule: what follows an anchor in its name (the name's rest, the rule's context)
+    assigned: re.Pattern[str] | None = None
 
 
 class Prefilter:
@@ -327,6 +365,11 @@ class Prefilter:
         words: dict[str, set[int]] = {}
         for i, rule in enumerate(rules):
             found, before, after, tail = _analyse(rule.pattern)
+            lead, assigned = 0, None
+            named = _named(rule.pattern) if rule.family == "generic" else None
+            if named is not None:
+                found, lead, assigned = named
+                tail = None
             if rule.family == "generic":
                 after = min(after, _GENERIC_AFTER)
             self.entries.append(
@@ -338,6 +381,8 @@ class Prefilter:
                     at_line=_at_line(rule.pattern),
                     tail=tail,
                     anchored=bool(found),
+                    lead=lead,
+                    assigned=assigned,
                 )
             )
             for word in found or ():
@@ -374,7 +419,7 @@ class Prefilter:
                     by_word[index] = [(start, end)]
                 else:
                     found_at.append((start, end))
-        names: dict[frozenset[int], list[tuple[int, int]]] = {}  # rules sharing their words
+        names: dict[object, list[tuple[int, int]]] = {}  # rules sharing their words and context
         for entry in self.entries:
             rule = entry.rule
             if rule.kinds is not None and kind not in rule.kinds:
@@ -392,13 +437,14 @@ class Prefilter:
                 found = [h for h in found if tail.match(text, h[1])]
                 if not found:
                     continue
-            if rule.family == "generic":
-                key = frozenset(present) | {-entry.after - entry.at_line}
+            if entry.assigned is not None:
+                key = (frozenset(present), entry.assigned.pattern, entry.after, entry.at_line)
                 spans = names.get(key)
                 if spans is None:
-                    spans = names[key] = list(_names(text, found, kind, entry.after, entry.at_line))
+                    spans = names[key] = list(_names(text, found, entry))
                 if spans:
-                    yield rule, spans, True
+                    # a rule with text before its name: searched from just before the name
+                    yield rule, spans, not entry.lead or entry.at_line
                 continue
             yield rule, _windows(text, found, entry.before, entry.after), False
 
@@ -415,30 +461,34 @@ def _at_line(pattern: re.Pattern[str]) -> bool:
 _NAME_CHARS = string.ascii_letters + string.digits + "_.-"
 
 
-def _names(
-    text: str, hits: list[tuple[int, int]], kind: str, after: int, at_line: bool
-) -> Iterator[tuple[int, int]]:
-    """The generic rules' spans: a name ending in the anchor, then an assignment. A match can
-    only start where the name does (the start of its run of name characters) or, for a rule
-    that starts at a line's start (``at_line``), where its line does, so the rule is tried
-    there, not at every position of a window (its expression is the slowest)."""
-    check = _ASSIGNED_ENV if kind in ENV_LIKE else _ASSIGNED
+def _names(text: str, hits: list[tuple[int, int]], entry: _Entry) -> Iterator[tuple[int, int]]:
+    """The generic rules' spans: a name ending in the anchor, then the rule's context. A match
+    can only start where the name does (the start of its run of name characters), a few
+    characters before it (``entry.lead``: ``<``, ``define('``), or, for a rule that starts at
+    a line's start (``at_line``), where its line does, so the rule is tried there, not at every
+    position of a window (its expression is the slowest)."""
+    assert entry.assigned is not None
+    check = entry.assigned.match
+    hi_extra = entry.after + _LOOKAHEAD
     last = -1
     for start, end in sorted(hits):
-        if not check.match(text, end):
+        if not check(text, end):
             continue
         ahead = text[max(start - _NAME_MAX, 0) : start]
         lo = start - len(ahead) + len(ahead.rstrip(_NAME_CHARS))
         if lo == last:
             continue  # two anchors in one name (client_secret): one try
         last = lo
-        hi = min(end + after + _LOOKAHEAD, len(text))
-        if not at_line:
+        hi = min(end + hi_extra, len(text))
+        if entry.at_line:
+            line = text.rfind("\n", 0, lo) + 1
+            if lo - line <= _NAME_MAX:
+                yield line, hi  # a line form: `ENV NAME value`, `export NAME=value`
+        elif entry.lead:
+            # a namespace prefix the name characters miss (`<ns:password>`) is in the margin
+            yield max(lo - entry.lead - _LEAD_MARGIN, 0), hi
+        else:
             yield lo, hi
-            continue
-        line = text.rfind("\n", 0, lo) + 1
-        if lo - line <= _NAME_MAX:
-            yield line, hi  # a line form: `ENV NAME value`, `export NAME=value`, `- NAME=value`
 
 
 def _windows(

@@ -5,7 +5,8 @@ output (stream text, ``execute_result``/``display_data`` text-like MIME bundles,
 and traceback) is its own segment, labelled ``cell 3 output 1 (error)``; base64 images are not
 text and are skipped, which is where generic scanners raise most of their false alarms. The
 notebook's metadata (papermill's ``parameters``) and each cell's are segments too
-(``notebook metadata``, ``cell 3 metadata``).
+(``notebook metadata``, ``cell 3 metadata``). An ``execute_result`` of a cell whose last line
+names a credential (``os.environ['HF_TOKEN']``) is read again as ``HF_TOKEN = <its repr>``.
 
 Where a value hides behind an encoding, a derived segment holds it decoded: XML with its
 entities unescaped, escaped JSON strings decoded, concatenated string literals joined, base64
@@ -18,6 +19,10 @@ overrides). A Weights & Biases run's ``files/config.yaml`` (a top-level ``_wandb
 each value one level down (``db_password:`` / ``value: ...``): besides the whole file, each
 ``NAME: {value: ...}`` entry is also scanned as ``NAME: ...``, so a value is judged by the name
 it was logged under (location ``W&B config NAME``).
+
+Why ~410 lines: every reader here produces the same thing (segments with their locations) from
+one file's text, and the derived readings need the segments the format readers made; split by
+format, each part would import the others' segment rules back.
 """
 
 from __future__ import annotations
@@ -106,6 +111,9 @@ class Segment:
     first_line: int = 1
     #: notebook segments: line numbers are found in the raw JSON afterwards
     in_json: bool = False
+    #: a second reading of the segment before it (an output read as the value of the name its
+    #: cell shows): only what that one did not find counts
+    again: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,13 @@ class SourceFile:
     data: bytes
 
 
+#: a cell whose last line shows one value: ``os.environ['HF_TOKEN']``, ``os.getenv("API_KEY")``,
+#: ``settings.db_password``, ``API_KEY``; its ``execute_result`` is that value's repr
+_SHOWN = re.compile(
+    r"""(?:[\w.]+\[\s*['"](?P<key>[\w.\-]+)['"]\s*\]"""
+    r"""|[\w.]*(?:getenv|environ\.get|get_secret|getpass)\(\s*['"](?P<arg>[\w.\-]+)['"][^()]*\)"""
+    r"""|(?P<name>[A-Za-z_][\w.]*))\s*;?"""
+)
 _NEWLINE_ENTITY = re.compile(r"&#(?:0*1[03]|[xX]0*[aAdD]);")
 _XML_SUFFIXES = frozenset(
     {".xml", ".config", ".csproj", ".vbproj", ".props", ".targets", ".plist", ".xaml", ".resx"}
@@ -262,6 +277,22 @@ def notebook_segments(nb: Any) -> Iterator[Segment]:
                 for mime, value in data.items():
                     if _is_text_mime(mime):
                         yield Segment(_text(value), f"{where} ({otype} {mime})", in_json=True)
+                shown = _shown_name(_text(source)) if otype == "execute_result" else None
+                plain = _text(data.get("text/plain", ""))
+                if shown and plain and "\n" not in plain.strip():
+                    # `os.environ['AZURE_TOKEN']` shown as `'…'`: the value of that name
+                    where = f"{where} ({otype} text/plain)"
+                    yield Segment(f"{shown} = {plain.strip()}", where, in_json=True, again=True)
+
+
+def _shown_name(source: str) -> str | None:
+    """The name of what a cell's last line shows (its ``execute_result``), if it names one."""
+    lines = [line for line in source.splitlines() if line.strip()]
+    m = _SHOWN.fullmatch(lines[-1].strip()) if lines else None
+    if m is None:
+        return None
+    name = m.group("key") or m.group("arg") or m.group("name")
+    return name.rsplit(".", 1)[-1] if name else None
 
 
 def segments(src: SourceFile) -> tuple[str, str, list[Segment]]:

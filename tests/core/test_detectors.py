@@ -102,6 +102,12 @@ def sample(detector_id: str) -> tuple[str, str]:
         ),
         "stripe": lambda: "rk_" + f"live_{_an(99)}",
         "stripe-webhook-secret": lambda: "whsec" + f"_{_an(32)}",
+        "braintree-access-token": lambda: (
+            "access" + f"_token$production${_upper(16).lower()}${_hex(32)}"
+        ),
+        "discord-webhook": lambda: (
+            "https://discord.com/api/" + f"webhooks/{_num(18)}/{_an(60)}-{_an(7)}"
+        ),
         "perplexity": lambda: "pplx" + f"-{_an(48)}",
         "databricks-token": lambda: f"dapi{_hex(32)}-3",
         "databricks-oauth-secret": lambda: f"dose{_hex(32)}",

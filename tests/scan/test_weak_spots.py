@@ -194,6 +194,16 @@ def _slack_webhook() -> str:
         ("slack", _slack_webhook, "SLACK_WEBHOOK_URL={v}"),
         ("wandb", lambda: _hex(40), 'wandb.login(key="{v}")'),
         (
+            "braintree",
+            lambda: "access" + f"_token$production${_an(16, string.digits + 'abcdef')}${_hex(32)}",
+            'gateway = braintree.BraintreeGateway(access_token="{v}")',
+        ),
+        (
+            "discord",
+            lambda: "https://discord.com/api/" + f"webhooks/{_digits(18)}/{_an(68, _ALNUM + '_-')}",
+            'DiscordWebhook(url="{v}").execute()',
+        ),
+        (
             "wandb",
             lambda: _hex(40),
             'wandb.login(host="https://wandb.internal", key="{v}", relogin=True)',
@@ -469,6 +479,44 @@ def test_a_key_in_cell_metadata() -> None:
     (hit,) = assert_found("train.ipynb", text, key, "huggingface")
     assert hit.location == "cell 2 metadata"
     assert key in text.splitlines()[hit.line - 1]
+
+
+def _shown(source: str, data: dict[str, object]) -> str:
+    out = {"output_type": "execute_result", "execution_count": 3, "metadata": {}, "data": data}
+    return _notebook([_cell("import os"), {**_cell(source), "outputs": [out]}], {})
+
+
+@pytest.mark.parametrize(
+    "source", ["os.environ['AZURE_TOKEN']", 'os.getenv("DB_PASSWORD")', "settings.api_key"]
+)
+def test_a_cell_that_shows_a_credential_named_value(source: str) -> None:
+    """The output is the value's repr, bare: the cell's last line names it."""
+    value = _password()
+    text = _shown(source, {"text/plain": [repr(value)]})
+    (hit,) = assert_found("explore.ipynb", text, value, "generic")
+    assert hit.location == "cell 2 output 1 (execute_result text/plain)"
+    assert value in text.splitlines()[hit.line - 1]
+
+
+def test_a_settings_table_rendered_as_html() -> None:
+    value = _password()
+    html = f"<table><tr><td>epochs</td><td>10</td></tr><tr><td>db_token</td><td>{value}</td></tr>"
+    text = _shown("show_settings()", {"text/html": [html + "</table>"], "text/plain": ["<S>"]})
+    (hit,) = assert_found("explore.ipynb", text, value, "generic")
+    assert hit.location == "cell 2 output 1 (execute_result text/html)"
+
+
+@pytest.mark.parametrize(
+    ("source", "plain"),
+    [
+        ("df.shape", "(1200, 18)"),
+        ("os.environ['HOME']", "'/home/{an}'"),
+        ("model_token_count", "'{an}'"),  # a name that ends in no credential word
+        ("settings.api_key", "'{{api_key}}'"),
+    ],
+)
+def test_cells_that_show_other_values_are_quiet(source: str, plain: str) -> None:
+    assert_quiet("explore.ipynb", _shown(source, {"text/plain": [plain.format(an=_an(20))]}))
 
 
 def test_notebook_metadata_without_values_is_quiet() -> None:
