@@ -76,56 +76,10 @@ PEERS = (
 )
 ORCHESTRATORS = ("apache-airflow", "prefect", "kfp", "mlflow")
 MAX_FILE = 5 * 1024 * 1024
-#: files no tool reads as text (leaseline skips these by name; the others by content)
-BINARY = frozenset(
-    [
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".gif",
-        ".ico",
-        ".pdf",
-        ".zip",
-        ".gz",
-        ".tgz",
-        ".bz2",
-        ".xz",
-        ".whl",
-        ".so",
-        ".dylib",
-        ".dll",
-        ".exe",
-        ".pyc",
-        ".pt",
-        ".pth",
-        ".bin",
-        ".safetensors",
-        ".onnx",
-        ".h5",
-        ".pkl",
-        ".parquet",
-        ".npy",
-        ".npz",
-        ".tar",
-        ".woff",
-        ".woff2",
-        ".ttf",
-    ]
-)
-SKIP_DIRS = frozenset(
-    [
-        "__pycache__",
-        ".git",
-        "node_modules",
-        ".venv",
-        "venv",
-        ".tox",
-        ".nox",
-        ".eggs",
-        ".mypy_cache",
-        ".ipynb_checkpoints",
-    ]
-)
+#: files no tool reads as text, and folders skipped: leaseline's own sets (it skips these by name;
+#: the others by content), so every tool reads the same tree
+from leaseline.scan._sources import BINARY_SUFFIXES as BINARY  # noqa: E402
+from leaseline.scan._sources import SKIP_DIRS  # noqa: E402
 
 
 @dataclass(frozen=True)
