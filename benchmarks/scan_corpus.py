@@ -17,7 +17,8 @@ credential to any scanner. The samples take the shapes of two peers' published r
   shapes that can hold them (triple quotes, YAML ``|``, JSON with ``\\n`` escapes, Go backticks...);
 - **negatives**, like both peers' ``negative_examples`` / ``fps``: placeholders in each provider's
   shape, redacted forms, environment lookups, documentation examples, hashes, commit ids, UUIDs,
-  lock-file integrity hashes, test values, references;
+  lock-file integrity hashes, test values, references, and keys public by design (a Sentry DSN
+  with only its public key, a Stripe ``pk_`` key);
 - **notebooks**: secrets in a code source, a stream / ``execute_result`` / ``display_data``
   output, an error traceback, the notebook metadata or a cell's metadata (papermill parameters).
 
@@ -225,7 +226,9 @@ PROVIDERS: tuple[Provider, ...] = (
              _x("datadog.yaml", "api_key: {v}\nsite: datadoghq.eu", "dd.env", "DD_API_KEY={v}")),
     Provider("newrelic-user-key", lambda g: _p("NR", "AK-") + g.s(27, UPPER + DIGITS),
              _x("newrelic.sh", 'curl -H "API-Key: {v}" https://api.newrelic.com/graphql')),
-    Provider("sentry-dsn", lambda g: "https://" + g.hex(32) + "@o" + g.digits(6) + ".ingest.sentry.io/" + g.digits(7),
+    # the legacy DSN with its secret half: a credential (a DSN with only the public key is
+    # public by design, like Stripe's pk_: a negative below)
+    Provider("sentry-dsn", lambda g: "https://" + g.hex(32) + ":" + g.hex(32) + "@o" + g.digits(6) + ".ingest.sentry.io/" + g.digits(7),
              _x("app.py", 'sentry_sdk.init(dsn="{v}", traces_sample_rate=0.1)')),
     Provider("sentry-auth-token", _sentry, _x(".sentryclirc", "[auth]\ntoken={v}")),
     Provider("shopify-access-token", lambda g: _p("shp", "at_") + g.hex(32),
@@ -525,6 +528,16 @@ def _negatives(g: Gen) -> Iterator[tuple[str, str, str]]:
             "integrity",
             f"lock{n}.json",
             json.dumps({"integrity": "sha512-" + b64(g.raw(64))}) + "\n",
+        )
+    for n in range(5):
+        # public by design: Sentry documents a DSN's public key as safe to expose (it only
+        # submits events), Stripe's pk_ keys are for browsers
+        dsn = f"https://{g.hex(32)}@o{g.digits(6)}.ingest.sentry.io/{g.digits(7)}"
+        yield "public", f"sentry{n}.py", f'sentry_sdk.init(dsn="{dsn}")\n'
+        yield (
+            "public",
+            f"stripe{n}.js",
+            f'const stripe = Stripe("{_p("pk_", "live_")}{g.s(24)}");\n',
         )
     tests = ("test", "changeme", "password", "secret", "example", "dummy", "<password>")
     tests += ("${DB_PASSWORD}", "{{ password }}", "********")

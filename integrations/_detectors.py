@@ -454,6 +454,22 @@ DETECTORS: tuple[Detector, ...] = (
         dense(3.0),
     ),
     _d(
+        "datadog",
+        "Datadog API or application key",
+        "datadog",
+        _named(r"datadog|(?<![a-z])dd[_-]?(?:api|app)[_-]?key", r"[a-f0-9]{40}|[a-f0-9]{32}"),
+        dense(3.0, 2),
+    ),
+    _d(
+        "datadog-agent",
+        "Datadog API key (agent configuration)",
+        "datadog",
+        # datadog.yaml: ``api_key: …`` with ``site: datadoghq.com`` (or .eu, us3...) near it
+        r"(?m)^[ \t]*api_key:[ \t]*['\"]?(?P<s>[a-f0-9]{32})['\"]?[ \t]*$"
+        r"[\s\S]{0,400}?^[ \t]*site:[ \t]*['\"]?(?:[\w-]+\.)*datadoghq\.",
+        dense(3.0, 2),
+    ),
+    _d(
         "azure-client-secret",
         "Azure (Entra ID) client secret",
         "azure",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from .._detectors import REFERENCE, is_placeholder
 from ._confidence import KEYWORD_FAMILIES, at_least, comment_line, demote, in_docs
 from ._prefilter import Prefilter
-from ._rules import GENERIC, RULES, Rule, generic_ok, redact
+from ._rules import GENERIC, RULES, Rule, generic_ok, named_digest, redact
 from ._sources import Segment, SourceFile, iter_paths, read_file, segments
 
 if TYPE_CHECKING:
@@ -277,8 +277,13 @@ class Scanner:
                         continue
                     if not value or not rule.check(value):
                         continue
-                    if rule.family == "generic" and not generic_ok(m.group("name"), value):
-                        continue
+                    rule_id, rule_name, family = rule.id, rule.name, rule.family
+                    if family == "generic" and not generic_ok(m.group("name"), value):
+                        # a digest-shaped value is a key when its name says whose (Datadog)
+                        owner = named_digest(m.group("name"), value)
+                        if owner is None:
+                            continue
+                        rule_id, rule_name, family = owner.id, owner.name, owner.family
                     taken.append((start, end))
                     low = value.lower()
                     # a provider's own prefix in the value (not a keyword's word in it)
@@ -287,7 +292,7 @@ class Scanner:
                     )
                     level = demote(
                         "high" if prefixed else "medium",
-                        rule.family,
+                        family,
                         value,
                         inner,
                         docs=in_docs(text, start, inner),
@@ -296,9 +301,9 @@ class Scanner:
                     yield Finding(
                         path=path,
                         line=seg.first_line + text.count("\n", 0, start),
-                        rule=rule.id,
-                        name=rule.name,
-                        family=rule.family,
+                        rule=rule_id,
+                        name=rule_name,
+                        family=family,
                         kind=kind,
                         location=seg.location,
                         redacted=redact(value),

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from .._detectors import DETECTORS, REFERENCE, Detector, dense, shannon_entropy
 
-__all__ = ["GENERIC", "RULES", "Rule", "generic_ok", "redact"]
+__all__ = ["GENERIC", "RULES", "Rule", "generic_ok", "named_digest", "redact"]
 
 #: a rule is a detector; the scanner adds only context rules of its own
 Rule = Detector
@@ -57,8 +57,15 @@ GENERIC: tuple[Rule, ...] = (
         "generic-secret",
         "secret assigned to a credential-named variable",
         "generic",
-        # NAME = "v", NAME: "v", NAME := `v`, 'NAME' => 'v', os.environ["NAME"] = "v"
-        _GENERIC_NAME + r"\\?['\"]?\]?\s*(?:::=|:=|\?=|=>|:|=)\s*[rbuf]?" + _Q + _VALUE + _Q,
+        # NAME = "v", NAME: "v", NAME := `v`, 'NAME' => 'v', os.environ["NAME"] = "v",
+        # $NAME .= "v"; a declared type between (Go ``var NAME string = "v"``, Kotlin/Python
+        # ``NAME: String = "v"``)
+        _GENERIC_NAME
+        + r"\\?['\"]?\]?(?:(?:[ \t]*:[ \t]*|[ \t]+)[A-Za-z_][\w.]{0,30}\??[ \t]*="
+        + r"|\s*(?:::=|:=|\?=|=>|\.=|\+=|:|=))\s*[rbuf]?"
+        + _Q
+        + _VALUE
+        + _Q,
         dense(3.0),
     ),
     _r(
@@ -81,7 +88,30 @@ GENERIC: tuple[Rule, ...] = (
         + _GENERIC_NAME
         + r"[ \t]*(?:=|::?=|\?=|:[ \t]|[ \t])[ \t]*(?P<s>[^'\"\s#]{8,200})[ \t]*$",
         dense(3.0),
-        kinds=ENV_LIKE,
+        # a notebook's ``!env`` output is such a line too
+        kinds=ENV_LIKE | {"notebook"},
+    ),
+    _r(
+        "generic-secret-yaml-block",
+        "secret in a credential-named YAML block scalar",
+        "generic",
+        # NAME: |  (or >, |-, >+2) and the value on the next, indented line
+        r"(?m)^[ \t]*(?:-[ \t]+)?"
+        + _GENERIC_NAME
+        + r"[ \t]*:[ \t]*[|>][+-]?[0-9]?[ \t]*\r?\n[ \t]+(?P<s>[^'\"\s#]{8,200})[ \t]*\r?$",
+        dense(3.0),
+        kinds=frozenset({"yaml"}),
+    ),
+    _r(
+        "generic-secret-csv",
+        "secret in a credential-named row of a table file",
+        "generic",
+        # name,value (a CSV or TSV export of settings)
+        r"(?m)^[ \t]*['\"]?"
+        + _GENERIC_NAME
+        + r"['\"]?[ \t]*[,;\t][ \t]*['\"]?(?P<s>[^'\"\s,;]{8,200})['\"]?[ \t]*(?:[,;\t]|\r?$)",
+        dense(3.0),
+        kinds=frozenset({"csv"}),
     ),
     _r(
         "generic-secret-xml",
@@ -132,7 +162,7 @@ _NOT_SECRET_NAME = re.compile(
     r"public[_-]?key|primary[_-]?key|foreign[_-]?key|sort[_-]?key|cache[_-]?key|partition[_-]?key)$"
 )
 _CODE = re.compile(
-    r"[()\[\]{}<>$\\]|^(?:os|env|self|settings|config|process)\.|^(?:https?:)?//|^\.?\.?/|"
+    r"[\[\]{}<>$\\]|^(?:os|env|self|settings|config|process)\.|^(?:https?:)?//|^\.?\.?/|"
     # a format (``%(name)s``, ``%s``, ``%{VAR}``), not a ``%`` in a random value
     r"%(?:\(|\{)|%s(?=$|[/:@.,;\s-])|%d(?=[/:@.,;\s-])"
 )
@@ -151,6 +181,21 @@ _EDGE = re.compile(r"^(?:[,;:=]|&&|\|\|?)|(?:[,;:.]|&&|\|\|?)$")
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[_.-][A-Za-z0-9]+)*")
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _VOWEL = re.compile(r"[aeiouyAEIOUY]")
+
+
+#: a symbol a generated key has besides its parentheses
+_SYMBOL = re.compile(r"[!@#%^&*_=+\-.~:;,|?/]")
+
+
+def _random_with_parens(value: str) -> bool:
+    """A generated key whose alphabet has parentheses (Django's ``SECRET_KEY``:
+    ``!@#$%^&*(-_=+)``), not code: long, dense, digits and other symbols too."""
+    return (
+        len(value) >= 32
+        and shannon_entropy(value) >= 4.5
+        and any(c.isdigit() for c in value)
+        and _SYMBOL.search(value) is not None
+    )
 
 
 def _identifier(value: str) -> bool:
@@ -173,12 +218,37 @@ def generic_ok(name: str, value: str) -> bool:
         return False  # a bare digest or UUID: too many checksums and ids look exactly like this
     if _CODE.search(value) or _DOTTED_WORDS.fullmatch(value) or _EDGE.search(value):
         return False
+    if ("(" in value or ")" in value) and not _random_with_parens(value):
+        return False  # a call (``getenv(NAME)``), not a value
     if _identifier(value):
         return False
     # a label ("API-Token", "Contrasenya") has no digit; a long random value has entropy
     if not any(c.isdigit() for c in value):
         return len(value) >= 16 and shannon_entropy(value) >= 3.5
     return True
+
+
+#: keys shaped like digests, which :func:`generic_ok` drops, that a name can still give an owner:
+#: (words in the name, the table's detector for that provider's named key)
+_DIGEST_OWNERS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)datadog|(?<![a-z])dd[_-]?(?:api|app)"), "datadog"),
+    (re.compile(r"(?i)wandb|weights[_-]?and[_-]?biases"), "wandb"),
+    (re.compile(r"(?i)azure[_-]?openai|openai[_-]?azure"), "azure-openai"),
+)
+_BY_ID = {d.id: d for d in DETECTORS}
+
+
+def named_digest(name: str, value: str) -> Rule | None:
+    """The provider's rule when a credential-named, digest-shaped ``value`` is that provider's
+    key by its name (``wandb_token`` in an HTML table, ``datadog_token: |`` in YAML): the same
+    detector, tried on ``NAME = "value"``; else ``None``."""
+    for words, rule_id in _DIGEST_OWNERS:
+        if words.search(name):
+            rule = _BY_ID[rule_id]
+            m = rule.pattern.search(f'{name} = "{value}"')
+            if m is not None and m.group("s") == value and rule.check(value):
+                return rule
+    return None
 
 
 def redact(value: str) -> str:

@@ -137,7 +137,7 @@ _XML_SUFFIXES = frozenset(
 
 def file_kind(path: str) -> str:
     """``notebook``, ``docker``, ``env``, ``yaml``, ``ini``, ``shell``, ``make``, ``json``,
-    ``xml`` or ``text``."""
+    ``xml``, ``csv`` or ``text``."""
     name = os.path.basename(path).lower()
     suffix = os.path.splitext(name)[1]
     if suffix == ".ipynb":
@@ -158,6 +158,8 @@ def file_kind(path: str) -> str:
         return "ini"
     if suffix in {".sh", ".bash", ".zsh"} or name in {".bashrc", ".profile", ".envrc"}:
         return "shell"
+    if suffix in {".csv", ".tsv"}:
+        return "csv"
     return "text"
 
 

@@ -115,6 +115,8 @@ def sample(detector_id: str) -> tuple[str, str]:
         "azure-storage-key": lambda: _b64(64),
         "azure-openai": lambda: _hex(32),
         "azure-openai-client": lambda: _hex(32),
+        "datadog": lambda: _hex(32),
+        "datadog-agent": lambda: _hex(32),
         "wandb-login": lambda: _hex(40),
         "authorization-header": lambda: _an(40),
         "curl-user": lambda: _an(20),
@@ -130,6 +132,8 @@ def sample(detector_id: str) -> tuple[str, str]:
         "url-password": f'REMOTE = "https://deploy:{value}@git.internal/repo.git"',
         "azure-storage-key": f'CONN = "AccountName=ml;AccountKey={value};EndpointSuffix=x"',
         "azure-openai": f"AZURE_OPENAI_API_KEY={value}",
+        "datadog": f"DD_API_KEY={value}",
+        "datadog-agent": f"api_key: {value}\nsite: datadoghq.eu",
         "azure-openai-client": (
             f'AzureOpenAI(azure_endpoint="https://x.openai.azure.com", api_key="{value}")'
         ),

@@ -621,3 +621,128 @@ def test_generic_ids_digests_and_docs_sentences_are_quiet(template: str) -> None
     h = secrets.token_hex(16)
     uuid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
     assert_quiet("examples-1.json", template.format(uuid=uuid, hex16=secrets.token_hex(8)))
+
+
+# -- session 6: what the benchmark's notebooks and syntaxes still missed ------------------------
+
+
+def _django_key() -> str:
+    """Django's ``get_random_secret_key()`` alphabet: parentheses included."""
+    alphabet = string.ascii_lowercase + string.digits + "!@#%^&*(-_=+)"
+    while True:
+        out = "".join(secrets.choice(alphabet) for _ in range(50))
+        if "(" in out or ")" in out:
+            return out
+
+
+def test_a_django_secret_key_with_parentheses_is_found() -> None:
+    value = _django_key()
+    assert_found("settings.py", f'SECRET_KEY = "{value}"\n', value, "generic")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'api_token = "getenv(API_TOKEN_NAME)"',
+        'secret_key = "Variable.get(conn_id_for_training_secret)"',
+        'password = "hashlib.sha256(value.encode())"',
+    ],
+)
+def test_code_with_parentheses_stays_quiet(text: str) -> None:
+    assert_quiet("settings.py", text)
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("config.go", 'package config\n\nvar apiToken string = "{v}"\n'),
+        ("Config.kt", 'val apiToken: String = "{v}"\n'),
+        ("settings.py", 'api_token: str = "{v}"\n'),
+        ("auth.php", '<?php\n$apiToken = "";\n$apiToken .= "{v}";\n'),
+        ("job.yaml", "trainer:\n  api_token: |\n    {v}\n"),
+        ("job.yaml", "trainer:\n  api_token: >-\n    {v}\n"),
+        ("tokens.csv", "name,value,\napi_token,{v},\n"),
+        ("tokens.tsv", "name\tvalue\napi_token\t{v}\n"),
+    ],
+)
+def test_typed_declarations_compound_assignments_yaml_blocks_and_csv(
+    path: str, template: str
+) -> None:
+    value = _password()
+    assert_found(path, template.format(v=value), value, "generic")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '_AWS_SUBJECT_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"',
+        "APPLICATION_PASSPORT_JWT = 'application/vnd.ga4gh.passport+jwt'",
+        'if api_token == "abcdefgh12345678":\n    pass',
+    ],
+)
+def test_a_name_that_only_starts_with_a_credential_word_is_no_typed_declaration(
+    text: str,
+) -> None:
+    assert_quiet("settings.py", text)
+
+
+def test_an_env_dump_in_a_notebook_output_is_found() -> None:
+    value = _password()
+    out = {"name": "stdout", "output_type": "stream", "text": [f"SERVICE_TOKEN={value}\n"]}
+    text = _notebook([{**_cell("!env | grep SERVICE_TOKEN"), "outputs": [out]}], {})
+    (hit,) = assert_found("explore.ipynb", text, value, "generic")
+    assert hit.location == "cell 1 output 1 (stdout)"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "family"),
+    [
+        ("wandb_token", _hex(40), "wandb"),
+        ("azure_openai_token", _hex(32), "azure"),
+        ("datadog_token", _hex(32), "datadog"),
+    ],
+)
+def test_a_digest_shaped_key_named_for_its_provider_in_an_html_table(
+    name: str, value: str, family: str
+) -> None:
+    html = f"<table><tr><td>{name}</td><td>{value}</td></tr></table>"
+    text = _shown("show_settings()", {"text/html": [html], "text/plain": ["<S>"]})
+    assert_found("explore.ipynb", text, value, family)
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("dd.env", "DD_API_KEY={v}\n"),
+        ("config.yaml", "service:\n  datadog_token: |\n    {v}\n"),
+        ("datadog.yaml", "api_key: {v}\nsite: datadoghq.eu\nlogs_enabled: true\n"),
+        ("settings.py", 'DATADOG_APP_KEY = "{v}"\n'),
+    ],
+)
+def test_datadog_keys(path: str, template: str) -> None:
+    value = _hex(32)
+    assert_found(path, template.format(v=value), value, "datadog")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'CHECKPOINT_SHA = "{h}"\nMODEL_TOKEN_HASH = "{h}"',
+        "api_key: {h}\nsite: example.com\n",  # no Datadog site: a digest
+        'cache_key = "{h}"',
+    ],
+)
+def test_digests_with_no_provider_named_stay_quiet(text: str) -> None:
+    assert_quiet("config.yaml" if "site:" in text else "settings.py", text.format(h=_hex(32)))
+
+
+def test_a_sentry_dsn_public_key_is_not_a_secret_but_its_legacy_secret_is() -> None:
+    """Sentry documents a DSN's public key as safe to expose (it only submits events), as
+    Stripe's ``pk_`` keys are: quiet. The legacy DSN's secret half is a credential."""
+    org, project = _digits(6), _digits(7)
+    public = f"https://{_hex(32)}@o{org}.ingest.sentry.io/{project}"
+    assert_quiet("app.py", f'sentry_sdk.init(dsn="{public}")\n')
+    secret = _hex(32)
+    legacy = f"https://{_hex(32)}:{secret}@o{org}.ingest.sentry.io/{project}"
+    hits = assert_found("app.py", f'sentry_sdk.init(dsn="{legacy}")\n', secret)
+    assert {f.confidence for f in hits} <= {"medium", "high"}
