@@ -426,6 +426,32 @@ DETECTORS: tuple[Detector, ...] = (
         dense(3.0),
     ),
     _d(
+        "discord-bot-token",
+        "Discord bot token",
+        "discord",
+        # the bot's id in base64, a timestamp, an HMAC; named, or given to discord.py's run()
+        r"(?:(?i:discord)[\w.\-]{0,30}\\?['\"]?\s*(?:[:=]|=>)\s*\\?['\"]?|"
+        r"\b(?:client|bot)\.run\(\s*['\"])"
+        r"(?P<s>[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38})(?![\w-])",
+        dense(3.0),
+    ),
+    _d(
+        "pypi-token",
+        "PyPI API token",
+        "pypi",
+        # a macaroon for pypi.org or test.pypi.org: base64 of its location after the prefix
+        r"\b(?P<s>pypi-(?:AgEIcHlwaS5vcm|AgENdGVzdC5weXBpLm9yZ)[A-Za-z0-9_-]{50,})",
+        dense(3.0),
+    ),
+    _d(
+        "sentry-auth-token",
+        "Sentry auth token",
+        "sentry",
+        # organization tokens (sntrys_ + base64 JSON + _ + secret) and user tokens (sntryu_)
+        r"\b(?P<s>sntrys_eyJ[A-Za-z0-9+/=_-]{20,}_[A-Za-z0-9+/_-]{43}|sntryu_[a-f0-9]{64})\b",
+        dense(3.0),
+    ),
+    _d(
         "stripe-webhook-secret",
         "Stripe webhook signing secret",
         "stripe",
@@ -514,7 +540,7 @@ DETECTORS: tuple[Detector, ...] = (
         "authorization-header",
         "credential in an Authorization header",
         "http",
-        r"(?i:authorization)\\?['\"]?\s*[:=]\s*\\?['\"]?\s*(?i:bearer|basic|token)[ \t]+"
+        r"(?i:authorization)\\?['\"]?\s*[:=]\s*\\?['\"]?\s*(?i:bearer|basic|token|ssws)[ \t]+"
         r"(?P<s>[A-Za-z0-9._~+/-]{16,}=*)",
         dense(3.0),
     ),

@@ -135,6 +135,12 @@ _XML_SUFFIXES = frozenset(
 )
 
 
+#: tools' own settings files, INI-shaped (``password = …`` unquoted)
+_INI_NAMES = frozenset(
+    {".pypirc", ".sentryclirc", ".databrickscfg", ".npmrc", ".gitconfig", ".s3cfg", ".boto"}
+)
+
+
 def file_kind(path: str) -> str:
     """``notebook``, ``docker``, ``env``, ``yaml``, ``ini``, ``shell``, ``make``, ``json``,
     ``xml``, ``csv`` or ``text``."""
@@ -154,7 +160,7 @@ def file_kind(path: str) -> str:
         return "env"
     if suffix in {".yaml", ".yml"}:
         return "yaml"
-    if suffix in {".ini", ".cfg", ".conf", ".properties", ".toml"}:
+    if suffix in {".ini", ".cfg", ".conf", ".properties", ".toml"} or name in _INI_NAMES:
         return "ini"
     if suffix in {".sh", ".bash", ".zsh"} or name in {".bashrc", ".profile", ".envrc"}:
         return "shell"

@@ -109,6 +109,9 @@ def sample(detector_id: str) -> tuple[str, str]:
             "https://discord.com/api/" + f"webhooks/{_num(18)}/{_an(60)}-{_an(7)}"
         ),
         "perplexity": lambda: "pplx" + f"-{_an(48)}",
+        "discord-bot-token": lambda: f"MT{_an(24)}.{_an(6)}.{_an(38)}",
+        "pypi-token": lambda: "pypi" + f"-AgEIcHlwaS5vcmc{_an(120)}",
+        "sentry-auth-token": lambda: "sntry" + f"u_{_hex(64)}",
         "databricks-token": lambda: f"dapi{_hex(32)}-3",
         "databricks-oauth-secret": lambda: f"dose{_hex(32)}",
         "azure-client-secret": lambda: f"{_an(3)}8Q~{_an(34)}",
@@ -133,6 +136,7 @@ def sample(detector_id: str) -> tuple[str, str]:
         "azure-storage-key": f'CONN = "AccountName=ml;AccountKey={value};EndpointSuffix=x"',
         "azure-openai": f"AZURE_OPENAI_API_KEY={value}",
         "datadog": f"DD_API_KEY={value}",
+        "discord-bot-token": f'client.run("{value}")',
         "datadog-agent": f"api_key: {value}\nsite: datadoghq.eu",
         "azure-openai-client": (
             f'AzureOpenAI(azure_endpoint="https://x.openai.azure.com", api_key="{value}")'

@@ -746,3 +746,39 @@ def test_a_sentry_dsn_public_key_is_not_a_secret_but_its_legacy_secret_is() -> N
     legacy = f"https://{_hex(32)}:{secret}@o{org}.ingest.sentry.io/{project}"
     hits = assert_found("app.py", f'sentry_sdk.init(dsn="{legacy}")\n', secret)
     assert {f.confidence for f in hits} <= {"medium", "high"}
+
+
+@pytest.mark.parametrize(
+    ("path", "make", "template", "family"),
+    [
+        (
+            ".pypirc",
+            lambda: "pypi" + "-AgEIcHlwaS5vcmc" + _an(150, _ALNUM + "-_"),
+            "[pypi]\nusername = __token__\npassword = {v}\n",
+            "pypi",
+        ),
+        (
+            ".sentryclirc",
+            lambda: "sntry" + "u_" + _hex(64),
+            "[auth]\ntoken={v}\n",
+            "sentry",
+        ),
+        (
+            "okta.sh",
+            lambda: "00" + _an(40, _ALNUM + "-_"),
+            'curl -H "Authorization: SSWS {v}" https://acme.okta.com/api/v1/users\n',
+            "http",
+        ),
+        (
+            "bot.py",
+            lambda: "MT" + _an(24) + "." + _an(6) + "." + _an(38),
+            'client.run("{v}")\n',
+            "discord",
+        ),
+    ],
+)
+def test_tool_settings_files_and_more_provider_formats(  # type: ignore[no-untyped-def]
+    path: str, make, template: str, family: str
+) -> None:
+    value = make()
+    assert_found(path, template.format(v=value), value, family)
