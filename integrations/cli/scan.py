@@ -142,6 +142,7 @@ def scan(
                 baseline=None if update_baseline else baseline,
                 config=config,
                 managed=not no_managed and not update_baseline,
+                confidence="low" if show_all else confidence,
             )
             for image, layer, why in skipped:
                 click.echo(f"leaseline scan: {image}: {layer} skipped: {why}", err=True)
@@ -150,6 +151,7 @@ def scan(
                 found.all_findings = result.all_findings + found.all_findings
                 found.files_scanned += result.files_scanned
                 found.managed_errors += result.managed_errors
+                found.hidden += result.hidden
             result = found
         if mlflow_uri:
             result = _merge(
@@ -160,6 +162,7 @@ def scan(
                     config,
                     baseline,
                     managed=not no_managed and not update_baseline,
+                    confidence="low" if show_all else confidence,
                 ),
             )
         assert result is not None  # paths (default .), the index, images or MLflow were scanned
@@ -193,11 +196,19 @@ def _scan_mlflow(
     config: Config,
     baseline: str | None,
     managed: bool,
+    confidence: str | None,
 ) -> ScanResult:
     from ..scan._mlflow import scan_mlflow
 
     try:
-        return scan_mlflow(uri, experiments, config=config, baseline=baseline, managed=managed)
+        return scan_mlflow(
+            uri,
+            experiments,
+            config=config,
+            baseline=baseline,
+            managed=managed,
+            confidence=confidence,
+        )
     except LeaselineError:
         raise
     except Exception as exc:  # MlflowException, requests' errors: the server's answer
@@ -225,6 +236,7 @@ def _merge(first: ScanResult | None, second: ScanResult) -> ScanResult:
     second.all_findings = first.all_findings + second.all_findings
     second.files_scanned += first.files_scanned
     second.managed_errors += first.managed_errors
+    second.hidden += first.hidden
     return second
 
 

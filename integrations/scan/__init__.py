@@ -51,6 +51,7 @@ __all__ = [
     "load_baseline",
     "managed_references",
     "redact",
+    "report",
     "scan",
     "suggested_reference",
     "write_baseline",
@@ -119,14 +120,42 @@ def scan(
         found = engine.scan_sources(sources)
     else:
         found = engine.scan_paths(paths or ["."], excl)
-    accepted = load_baseline(baseline) if baseline else set()
-    threshold = _threshold(confidence or section.get("confidence"))
-    fresh = filter_new(found, accepted)
-    new = [f for f in fresh if at_least(f.confidence, threshold)]
-    result = ScanResult(new, found, engine.files_scanned, hidden=len(fresh) - len(new))
+    result = report(
+        found,
+        engine.files_scanned,
+        cfg,
+        baseline=baseline,
+        confidence=confidence,
+        managed=managed,
+        resolver=resolver,
+    )
     result.engine = engine.engine
-    if new and managed:
-        new = _match_managed(new, cfg, resolver, result)
+    return result
+
+
+def report(
+    found: list[Finding],
+    files_scanned: int,
+    cfg: Config,
+    *,
+    baseline: str | None = None,
+    confidence: str | None = None,
+    managed: bool = True,
+    resolver: Resolver | None = None,
+) -> ScanResult:
+    """What every scan (paths, the index, images, MLflow runs) reports of what it found: the
+    baseline's accepted findings left out, managed values matched, findings below the
+    confidence threshold counted in ``hidden``, advice added. A finding that is the current
+    value of a managed reference is ``high`` whatever its rule said: it is certain."""
+    threshold = _threshold(confidence or cfg.section("scan").get("confidence"))
+    accepted = load_baseline(baseline) if baseline else set()
+    fresh = filter_new(found, accepted)
+    result = ScanResult(fresh, found, files_scanned)
+    if fresh and managed:
+        fresh = _match_managed(fresh, cfg, resolver, result)
+    fresh = [replace(f, confidence="high") if f.managed_ref else f for f in fresh]
+    new = [f for f in fresh if at_least(f.confidence, threshold)]
+    result.hidden = len(fresh) - len(new)
     result.findings = [replace(f, advice=advise(f, cfg.aliases)) for f in new]
     return result
 

@@ -208,15 +208,13 @@ def scan_images(
     baseline: str | None = None,
     config: Any = None,
     managed: bool = True,
+    confidence: str | None = None,
 ) -> tuple[Any, list[tuple[str, str, str]]]:
-    """Scan image tarballs as :func:`leaseline.scan.scan` scans paths: baseline, managed values
-    and advice applied. Returns the ``ScanResult`` and the skipped layers (image, layer, why)."""
-    from dataclasses import replace
-
+    """Scan image tarballs as :func:`leaseline.scan.scan` scans paths: baseline, managed values,
+    the confidence threshold and advice applied. Returns the ``ScanResult`` and the skipped
+    layers (image, layer, why)."""
     from .._config import load_config
-    from . import ScanResult, _match_managed
-    from ._advice import advise
-    from ._baseline import filter_new, load_baseline
+    from . import report
 
     cfg = config if config is not None else load_config()
     engine = Scanner()
@@ -226,10 +224,13 @@ def scan_images(
         one = scan_image(path, engine)
         found += one.findings
         skipped += [(path, layer, why) for layer, why in one.skipped]
-    accepted = load_baseline(baseline) if baseline else set()
-    new = filter_new(found, accepted)
-    result = ScanResult(new, found, engine.files_scanned)
-    if new and managed:
-        new = _match_managed(new, cfg, None, result)
-    result.findings = [replace(f, advice=advise(f, cfg.aliases)) for f in new]
+    result = report(
+        found,
+        engine.files_scanned,
+        cfg,
+        baseline=baseline,
+        confidence=confidence,
+        managed=managed,
+    )
+    result.engine = engine.engine
     return result, skipped

@@ -183,15 +183,14 @@ def scan_mlflow(
     managed: bool = True,
     max_bytes: int = MAX_ARTIFACT_BYTES,
     resolver: Resolver | None = None,
+    confidence: str | None = None,
 ) -> ScanResult:
     """Scan the runs of ``experiments`` (default: all) on the tracking server at ``uri``.
 
     Raises :class:`~leaseline.ConfigError` for a missing MLflow, an unknown experiment or a bad
     config; MLflow's own errors (server down, denied) propagate as ``MlflowException``.
     """
-    from . import ScanResult
-    from ._advice import advise
-    from ._baseline import filter_new, load_baseline
+    from . import report
 
     cfg = config if config is not None else load_config()
     client = _client(uri)
@@ -214,13 +213,12 @@ def scan_mlflow(
                     known.add(candidate)
                     hits.append(_managed_finding(piece, candidate, ref, line))
         found += hits
-    accepted = load_baseline(baseline) if baseline else set()
-    new = filter_new(found, accepted)
-    result = ScanResult(new, found, scanned)
+    # managed values are matched above (run texts hold them outside any rule's shape too)
+    result = report(found, scanned, cfg, baseline=baseline, confidence=confidence, managed=False)
+    result.engine = engine.engine
     if values is not None:
         result.managed_errors = values.errors
         result.managed_checked = len(values)
-    result.findings = [replace(f, advice=advise(f, cfg.aliases)) for f in new]
     return result
 
 

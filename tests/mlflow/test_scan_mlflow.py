@@ -137,6 +137,27 @@ def test_clean_experiment_exits_0(
     assert "no credentials found" in out
 
 
+def test_a_run_applies_the_confidence_threshold(
+    mlflow_server: MlflowServer, client: Any, tmp_path: Path
+) -> None:
+    """A stand-in password logged as a param is ``low``: hidden by default (exit 0), shown by
+    ``--all`` (before, MLflow scans reported every finding whatever its confidence)."""
+    name = _experiment(mlflow_server)
+    run_id = client.create_run(client.get_experiment_by_name(name).experiment_id).info.run_id
+    words = "".join(("CorrectHorse", "Battery42"))
+    client.log_text(run_id, f'admin_password = "{words}"\n', "settings.py")
+    config = tmp_path / "leaseline.toml"
+    config.write_text("")
+    args = ("--mlflow", mlflow_server.uri, "--experiment", name, "--config", str(config))
+    code, out, err = invoke(*args, "--format", "json")
+    assert code == 0, out + err
+    assert json.loads(out)["summary"]["hidden"] == 1
+    code, out, _ = invoke(*args, "--format", "json", "--all")
+    assert code == 1
+    assert [f["confidence"] for f in json.loads(out)["findings"]] == ["low"]
+    assert words not in out
+
+
 def test_unknown_experiment_is_a_clear_error(mlflow_server: MlflowServer, client: Any) -> None:
     code, _, err = invoke("--mlflow", mlflow_server.uri, "--experiment", "no-such-experiment")
     assert code == 2 and "no experiment named 'no-such-experiment'" in err

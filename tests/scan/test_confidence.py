@@ -39,7 +39,8 @@ def test_confidence_levels(engine: str) -> None:
     assert ("huggingface", "high") in _levels(f'TOKEN = "{hf}"\n', engine=engine)
     cohere = _rand(40)
     assert _levels(f'COHERE_API_KEY = "{cohere}"\n', engine=engine) == {("cohere", "medium")}
-    value = _rand(24, ALNUM + "!#%&*+")
+    # (no ``%``: a random ``…%s`` at the end reads as a format, ~1 run in 5,000 failed)
+    value = _rand(12) + secrets.choice("!#&*+") + _rand(11)
     assert _levels(f'db_password = "{value}"\n', engine=engine) == {("generic", "medium")}
     # the same value in a test file, a word-made password, a template: low
     assert _levels(f'db_password = "{value}"\n', "tests/test_db.py", engine) == {("generic", "low")}

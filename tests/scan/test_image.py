@@ -200,3 +200,19 @@ def test_not_an_image_is_a_usage_error(tmp_path: Path) -> None:
     result = _cli("--image", str(bogus), cwd=tmp_path)
     assert result.returncode == 2
     assert "not an image tarball" in result.stderr
+
+
+def test_an_image_applies_the_confidence_threshold(tmp_path: Path) -> None:
+    """A stand-in password in a layer's test file is ``low``: counted as hidden, exit 0; ``--all``
+    shows it (before, images reported every finding whatever its confidence)."""
+    words = "".join(("CorrectHorse", "Battery42"))  # a password made of words: low
+    app = _tar({"app/tests/test_db.py": f'admin_password = "{words}"\n'.encode()})
+    image = docker_save(tmp_path / "t.tar", ["PATH=/usr/bin"], [], [app])
+    default = _cli("--image", str(image), "--format", "json", cwd=tmp_path)
+    assert default.returncode == 0, default.stdout + default.stderr
+    doc = json.loads(default.stdout)
+    assert doc["findings"] == [] and doc["summary"]["hidden"] == 1
+    shown = _cli("--image", str(image), "--format", "json", "--all", cwd=tmp_path)
+    assert shown.returncode == 1
+    assert [f["confidence"] for f in json.loads(shown.stdout)["findings"]] == ["low"]
+    assert words not in default.stdout + shown.stdout

@@ -71,6 +71,26 @@ def test_current_value_is_named_stale_value_is_not(store: str, tmp_path: Path) -
     assert result.managed_checked >= 3  # api_key plus both fields of db/creds
 
 
+def test_a_managed_value_is_shown_whatever_its_rule_rated_it(store: str, tmp_path: Path) -> None:
+    """A keyword finding in a test file is ``low`` and hidden by default, unless it is the
+    current value of a managed reference: then it is certain (``high``) and shown (before, the
+    threshold was applied before the managed match and hid it)."""
+    password = secrets.token_urlsafe(18)
+    MemoryBackend.put(store, "db/creds", {"username": "app", "password": password})
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_db.py").write_text(f'db_password = "{password}"\n')
+    (tests / "test_other.py").write_text(f'db_password = "{secrets.token_urlsafe(18)}"\n')
+    config = _config(store)
+    with Resolver(config, handle_signals=False) as resolver:
+        result = scan([str(tmp_path)], config=config, resolver=resolver)
+    assert [(Path(f.path).name, f.confidence) for f in result.findings] == [
+        ("test_db.py", "high")
+    ]
+    assert result.findings[0].managed_ref == f"{store}://db/creds#password"
+    assert result.hidden == 1  # the other test value: low, not managed
+
+
 def test_multi_field_secret_names_the_field(store: str) -> None:
     password = secrets.token_urlsafe(16)
     MemoryBackend.put(store, "db/creds", {"username": "app", "password": password})
