@@ -84,9 +84,7 @@ def test_a_managed_value_is_shown_whatever_its_rule_rated_it(store: str, tmp_pat
     config = _config(store)
     with Resolver(config, handle_signals=False) as resolver:
         result = scan([str(tmp_path)], config=config, resolver=resolver)
-    assert [(Path(f.path).name, f.confidence) for f in result.findings] == [
-        ("test_db.py", "high")
-    ]
+    assert [(Path(f.path).name, f.confidence) for f in result.findings] == [("test_db.py", "high")]
     assert result.findings[0].managed_ref == f"{store}://db/creds#password"
     assert result.hidden == 1  # the other test value: low, not managed
 
