@@ -68,7 +68,7 @@ if str(HERE.parent) not in sys.path:
 from benchmarks._results import table, write_section  # noqa: E402
 from benchmarks.scan_corpus import PROVIDERS, SYNTAXES, Corpus, Sample, build  # noqa: E402
 
-TOOLS = ("leaseline", "detect-secrets", "kingfisher")
+TOOLS = ("leaseline", "detect-secrets", "kingfisher", "secretlint")
 PEERS = (
     ("detect-secrets", "detect-secrets"),
     ("kingfisher", "Kingfisher"),
@@ -109,6 +109,8 @@ class Missing(Skipped):
 
 #: seconds one tool may take on one measure (``--timeout``); then it is reported as timed out
 TIMEOUT: float | None = None
+#: an npm prefix holding secretlint (``--secretlint-prefix``): ``DIR/node_modules/.bin/secretlint``
+SECRETLINT_PREFIX: Path | None = None
 
 
 def _run(tool: str, cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -201,6 +203,86 @@ def run_kingfisher(root: Path, paths: list[str], cache: Path) -> list[Hit]:
         for v in values:
             hits.append(Hit(_rel(fd["path"], root), int(fd["line"]), f["rule"]["id"], None, v))
     return hits
+
+
+SECRETLINT_PACKAGES = "secretlint@13 @secretlint/secretlint-rule-preset-recommend@13"
+#: the ``.secretlintrc.json`` its quick start (``secretlint --init``) writes
+SECRETLINT_RC = {"rules": [{"id": "@secretlint/secretlint-rule-preset-recommend"}]}
+#: files secretlint was given (by the glob) but did not read, per scanned root: "read N of M"
+SECRETLINT_UNREAD: dict[str, tuple[int, int, list[str]]] = {}
+
+
+def secretlint_binary() -> str:
+    prefix = SECRETLINT_PREFIX and SECRETLINT_PREFIX / "node_modules" / ".bin" / "secretlint"
+    for cand in (os.environ.get("SECRETLINT"), shutil.which("secretlint"), prefix and str(prefix)):
+        if cand and os.access(cand, os.X_OK) and os.path.isfile(cand):
+            return cand
+    where = SECRETLINT_PREFIX or "DIR"
+    raise Missing(
+        "secretlint not found: set SECRETLINT=/path/to/secretlint, put it on PATH, or "
+        f"`npm install --prefix {where} {SECRETLINT_PACKAGES}` and pass --secretlint-prefix "
+        f"{where} (secretlint 13 asks for Node >= 22; without @13, npm on an older Node picks 12)"
+    )
+
+
+def secretlint_version() -> str:
+    try:
+        out = subprocess.run([secretlint_binary(), "--version"], capture_output=True, text=True)
+    except (Missing, OSError):
+        return "secretlint not installed"
+    return f"secretlint {out.stdout.strip() or 'of unknown version'}"
+
+
+def _js_slice(text: str, start: int, end: int) -> str:
+    """``text[start:end]`` in JavaScript's UTF-16 code units (secretlint's ``range``)."""
+    units = text.encode("utf-16-le", "surrogatepass")
+    return units[2 * start : 2 * end].decode("utf-16-le", "replace")
+
+
+def _secretlint_rule(m: dict[str, object]) -> str:
+    rule = str(m.get("ruleId") or "").removeprefix("@secretlint/secretlint-rule-")
+    return f"{rule}:{m['messageId']}" if m.get("messageId") else rule
+
+
+def secretlint_hits(doc: list[dict[str, object]], root: Path) -> list[Hit]:
+    """secretlint's ``--format json`` (a list of files, each with its ``messages``) as hits.
+
+    Its messages mask the value; the value is the message's ``range`` of the file's
+    ``sourceContent`` (both in its JSON).
+    """
+    hits = []
+    for result in doc:
+        source = str(result.get("sourceContent") or "")
+        for m in result.get("messages") or []:  # type: ignore[attr-defined]
+            start, end = m.get("range") or (0, 0)
+            hits.append(
+                Hit(
+                    _rel(str(result["filePath"]), root),
+                    int(m["loc"]["start"]["line"]),
+                    _secretlint_rule(m),
+                    None,
+                    _js_slice(source, start, end) if end > start else None,
+                )
+            )
+    return hits
+
+
+def run_secretlint(root: Path, files: list[str], rc: Path) -> list[Hit]:
+    """secretlint over every file under ``root`` (the glob ``**/*`` reads dotfiles too)."""
+    rc.write_text(json.dumps(SECRETLINT_RC))
+    # --no-gitignore: read the same files as the others (they do not honour .gitignore; the
+    # benchmark's trees have none); its other defaults (skipping .git, node_modules) are left on
+    cmd = [secretlint_binary(), "--secretlintrc", str(rc), "--format", "json", "--no-color"]
+    cmd += ["--no-gitignore", "**/*"]
+    proc = _run("secretlint", cmd, cwd=root)
+    if proc.returncode not in (0, 1):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise Skipped("failed", f"secretlint exited {proc.returncode}: {' / '.join(tail)}")
+    doc = json.loads(proc.stdout)
+    read = {_rel(str(r["filePath"]), root) for r in doc}
+    unread = sorted(set(files) - read)
+    SECRETLINT_UNREAD[root.name] = (len(files) - len(unread), len(files), unread[:5])
+    return secretlint_hits(doc, root)
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -343,6 +425,8 @@ def _runner(tool: str, tmp: Path) -> Callable[[Path, list[str]], list[Hit]]:
         return lambda root, files: run_leaseline(root, ["."])
     if tool == "detect-secrets":
         return run_detect_secrets
+    if tool == "secretlint":
+        return lambda root, files: run_secretlint(root, files, tmp / ".secretlintrc.json")
     return lambda root, files: run_kingfisher(root, ["."], tmp / "kingfisher-rules")
 
 
@@ -371,9 +455,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--timeout", type=float, default=3600, help="seconds per tool and measure (default 3600)"
     )
+    ap.add_argument(
+        "--secretlint-prefix",
+        metavar="DIR",
+        type=Path,
+        help="npm prefix with secretlint (`npm install --prefix DIR " + SECRETLINT_PACKAGES + "`)",
+    )
     args = ap.parse_args(argv)
-    global TIMEOUT
+    global TIMEOUT, SECRETLINT_PREFIX
     TIMEOUT = args.timeout
+    SECRETLINT_PREFIX = args.secretlint_prefix
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if unknown := set(tools) - set(TOOLS):
         ap.error(f"unknown tool(s) {sorted(unknown)}; choose from {', '.join(TOOLS)}")
@@ -466,7 +557,7 @@ def report(
     repeat: int,
 ) -> tuple[list[dict[str, object]], str]:
     rows: list[dict[str, object]] = []
-    every = [*TOOLS, "secretlint"]
+    every = list(TOOLS)
 
     def row(
         measure: str,
@@ -478,10 +569,7 @@ def report(
     ) -> None:
         r: dict[str, object] = {"measure": measure, "budget": budget, "ok": ok, "ratio": ratio}
         for t in every:
-            if t == "secretlint":
-                r[t] = "not run (npm)"
-            else:
-                r[t] = _cell(t, missing, dict(scores) if have is None else have, lambda t=t: fmt(t))
+            r[t] = _cell(t, missing, dict(scores) if have is None else have, lambda t=t: fmt(t))
         rows.append(r)
 
     def ratio(a: float | None, b: float | None) -> str:
@@ -626,7 +714,17 @@ def _notes(
             lines.append(
                 f"Clean code, {t}: files by rule: " + ", ".join(f"`{r}` {len(f)}" for r, f in top)
             )
+    lines += _secretlint_notes()
     return "\n\n".join(lines)
+
+
+def _secretlint_notes() -> list[str]:
+    """Whether secretlint read every file it was given (its glob and ignore rules decide)."""
+    out = []
+    for where, (read, total, some) in SECRETLINT_UNREAD.items():
+        missed = f" (it skipped e.g. {', '.join(some)})" if read < total else ""
+        out.append(f"secretlint read {read} of the {total} files in {where}{missed}.")
+    return out
 
 
 def _leaseline_folder() -> Path | None:
@@ -666,10 +764,11 @@ def _intro(corpus: Corpus, clean_info: str, repeat: int, missing: dict[str, Skip
         "(the installed closure of apache-airflow, prefect, kfp and mlflow; text files up to 5 MiB). "
         "leaseline runs as `python -m leaseline.scan --format json --no-managed`; detect-secrets "
         "in-process (`SecretsCollection.scan_files`, a process per core as its CLI); Kingfisher as `kingfisher scan --no-validate "
-        "--no-update-check --format json --no-dedup` at its default threads; secretlint (npm) not "
-        f"run. Throughput: best of {repeat} (detect-secrets: 1 run) on a {os.cpu_count()}-core "
+        "--no-update-check --format json --no-dedup` at its default threads; secretlint as "
+        "`secretlint --secretlintrc RC --format json --no-gitignore '**/*'` with its quick start's "
+        f"recommended preset (one Node process). Throughput: best of {repeat} (detect-secrets: 1 run) on a {os.cpu_count()}-core "
         f"machine shared with other work. The ratio column is leaseline's figure over Kingfisher's. "
-        f"Measured: {_measured_code()}; {', '.join(ver)}."
+        f"Measured: {_measured_code()}; {', '.join(ver)}, {secretlint_version()}."
         + "".join(f" {t}: {exc.label} ({exc})." for t, exc in missing.items())
     )
 
