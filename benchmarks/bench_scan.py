@@ -1,4 +1,4 @@
-"""Scanner benchmark: leaseline, detect-secrets and Kingfisher side by side, in one run.
+"""Scanner benchmark: leaseline, detect-secrets, Kingfisher and secretlint side by side, in one run.
 
 What it measures (issue 25), each tool at its default settings on the same files:
 
@@ -25,8 +25,16 @@ per core, as its CLI runs; default settings: all plugins and filters); Kingfishe
 on PATH, else this interpreter's ``bin/``; ``pip install kingfisher-bin``) with ``scan PATH
 --no-validate --no-update-check --format json --no-dedup`` (``--no-dedup`` only so that a value
 repeated in several files counts in each) and its own rule cache under the run's temporary folder,
-at its default threads. secretlint is an npm package: not run. A tool that is missing is reported
-as such and its column left empty.
+at its default threads; secretlint as its Node CLI (``$SECRETLINT``, else ``secretlint`` on PATH,
+else ``DIR/node_modules/.bin/secretlint`` for ``--secretlint-prefix DIR``; ``npm install --prefix DIR
+secretlint@13 @secretlint/secretlint-rule-preset-recommend@13``, the benchmark installs nothing)
+with ``--secretlintrc RC --format json --no-gitignore '**/*'`` in the scanned folder, RC being the
+``.secretlintrc.json`` its quick start writes (the recommended preset) in the run's temporary
+folder; ``**/*`` matches dotfiles (``.env``, ``.pypirc``) too, ``--no-gitignore`` keeps a
+``.gitignore`` from hiding files the others read (it still skips ``.git`` and ``node_modules``, as
+leaseline does), and the notes say how many of the files it read. Its JSON masks values: the value
+is the finding's ``range`` of the ``sourceContent`` it also reports. A tool that is missing is
+reported as such and its column left empty.
 
 A sample is found when a tool reports a finding in its file on the line(s) of its value, or a
 finding whose value (leaseline: its SHA-1) is the sample's value or overlaps it. Values are never
@@ -35,12 +43,13 @@ printed: misses are listed by provider and syntax names.
 The ``ratio`` column is leaseline's figure over Kingfisher's.
 
 Run: ``python benchmarks/bench_scan.py [--quick] [--write] [--tools leaseline,kingfisher]
-[--seed N] [--keep DIR] [--no-clean] [--clean-mb N] [--repeat N]``; any leaseline venv works
+[--seed N] [--keep DIR] [--no-clean] [--clean-mb N] [--repeat N] [--timeout S]
+[--secretlint-prefix DIR]``; any leaseline venv works
 (``cd OTHER_WORKTREE && .venv/bin/python /path/to/benchmarks/bench_scan.py``); ``--write``
 updates this checkout's RESULTS.md only when the leaseline measured is this checkout's. ``--quick`` (a
 quarter of set 2, 5 MB of clean code, one timed run) takes about a minute; the full run about
-half an hour, most of it detect-secrets on the clean code (``--tools leaseline,kingfisher`` skips
-it).
+half an hour, most of it detect-secrets on the clean code (``--tools
+leaseline,kingfisher,secretlint`` skips it).
 """
 
 from __future__ import annotations
