@@ -201,7 +201,7 @@ class Scanner:
                 # the path under the scanned root says "tests/", not where the root sits
                 inner = path[len(prefix) :] if path.startswith(prefix) else path
                 jobs.append((path, inner))
-        if self.workers > 1 and _worth_a_pool(jobs) and threading.active_count() == 1:
+        if self.workers > 1 and _worth_a_pool(jobs) and _forkable():
             return self._scan_in_pool(jobs)
         return self._scan_batch(jobs)
 
@@ -399,6 +399,12 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in list((getattr(pool, "_processes", None) or {}).values()):
         proc.terminate()
+    pool.shutdown()  # its thread ends once it sees the workers gone
+
+
+def _forkable() -> bool:
+    """No other thread runs in this process: none holds a lock a forked child would inherit."""
+    return threading.active_count() == 1
 
 
 def _worth_a_pool(jobs: list[tuple[str, str]]) -> bool:
