@@ -481,26 +481,83 @@ def _shared_checks(
     """One expression per set of generic rules with the same anchors: what must follow an
     anchor for each rule, as optional lookaheads that capture, so that one ``match`` after an
     occurrence tells which rules can match there (their group took part), instead of one
-    ``match`` per rule. Returns the expressions and, per entry, (expression, group)."""
-    parts: dict[tuple[Literals, int], list[str]] = {}
+    ``match`` per rule. When no rule's context can begin with a name character, the rest of the
+    name is read once, possessively (``[\\w.\\-]*+``: a context must start where the name ends,
+    so giving characters back could never help), not once per rule with backtracking. Returns
+    the expressions and, per entry, (expression, group)."""
+    parts: dict[tuple[Literals, int, bool], list[str]] = {}
     slots: list[tuple[int, int] | None] = []
-    keys: list[tuple[Literals, int]] = []
+    keys: list[tuple[Literals, int, bool]] = []
     for i, entry in enumerate(entries):
         if entry.assigned is None:
             slots.append(None)
             continue
         flags = entry.assigned.flags
         local = "".join(c for flag, c in _SCOPED if flags & flag)
-        key = (entry.words, flags & ~(re.IGNORECASE | re.MULTILINE | re.DOTALL))
+        base = flags & ~(re.IGNORECASE | re.MULTILINE | re.DOTALL)
+        rest = entry.assigned.pattern.removeprefix(_NAME_REST)
+        own = rest != entry.assigned.pattern and _starts_after_name(rest, flags)
+        key = (entry.words, base, own)
         if key not in parts:
             parts[key] = []
             keys.append(key)
-        parts[key].append(f"(?:(?=(?P<r{i}>(?{local}:{entry.assigned.pattern})))|)")
+        context = rest if own else entry.assigned.pattern
+        parts[key].append(f"(?:(?=(?P<r{i}>(?{local}:{context})))|)")
         slots.append((keys.index(key), i))
-    checks = [re.compile("".join(parts[key]), key[1]) for key in keys]
+    checks = [
+        re.compile((_NAME_REST + "+" if key[2] else "") + "".join(parts[key]), key[1])
+        for key in keys
+    ]
     return checks, [
         None if s is None else (s[0], checks[s[0]].groupindex[f"r{s[1]}"]) for s in slots
     ]
+
+
+def _starts_after_name(rest: str, flags: int) -> bool:
+    """Must every match of ``rest`` begin with a character that is not a name character (not
+    ``[\\w.\\-]``)? Then a match of ``[\\w.\\-]*`` + ``rest`` has its name run whole."""
+    name = re.compile(r"[\w.\-]", flags & ~(re.IGNORECASE | re.MULTILINE | re.DOTALL))
+    may_name, may_empty = _first(_P.parse(rest, flags), name)
+    return not may_name and not may_empty
+
+
+def _first(items: Any, name: re.Pattern[str]) -> tuple[bool, bool]:
+    """(may the first character ``items`` consume be a name character, may they consume
+    nothing): ``True`` when not known."""
+    for op, av in items:
+        may_name, may_empty = _first_of(op, av, name)
+        if may_name:
+            return True, True
+        if not may_empty:
+            return False, False
+    return False, True
+
+
+def _first_of(op: Any, av: Any, name: re.Pattern[str]) -> tuple[bool, bool]:
+    if op is _C.LITERAL:
+        return bool(name.match(chr(av))) or chr(av).isalnum(), False
+    if op is _C.IN:
+        for sub_op, sub_av in av:
+            if sub_op is _C.LITERAL:
+                if name.match(chr(sub_av)) or chr(sub_av).isalnum():
+                    return True, False
+            elif sub_op is _C.RANGE and sub_av[1] - sub_av[0] <= 256:
+                if any(name.match(chr(c)) for c in range(sub_av[0], sub_av[1] + 1)):
+                    return True, False
+            elif not (sub_op is _C.CATEGORY and str(sub_av) == "CATEGORY_SPACE"):
+                return True, False  # a negation, a wide range, another class: not known
+        return False, False
+    if op in (_C.MAX_REPEAT, _C.MIN_REPEAT, _C.POSSESSIVE_REPEAT):
+        may_name, may_empty = _first(av[2], name)
+        return may_name, may_empty or av[0] == 0
+    if op is _C.SUBPATTERN:
+        return _first(av[-1], name)
+    if op is _C.BRANCH:
+        results = [_first(branch, name) for branch in av[1]]
+        return any(r[0] for r in results), any(r[1] for r in results)
+    if op is _C.AT or str(op) in ("ASSERT", "ASSERT_NOT"):
+        return False, True  # consumes nothing: the next element's first character counts
+    return True, True
 
 
 def _mark(text: str, hits: list[tuple[int, int]], check: re.Pattern[str]) -> list[_Hit]:
