@@ -185,23 +185,56 @@ def test_the_shared_checks_pass_where_each_rules_own_check_did() -> None:
         for kind in ("text", "env", "xml"):
             marked = {}
             for entry in pre.entries:
-                slot = pre._slots[pre.entries.index(entry)]
                 if entry.assigned is None or (entry.rule.kinds and kind not in entry.rule.kinds):
                     continue
-                assert slot is not None
-                hay = text.encode("ascii", "replace").lower()
-                assert pre._automaton is not None
-                hits = [
-                    (s, e)
-                    for i, s, e in pre._automaton.find_matches_as_indexes(hay, overlapping=True)
-                    if i in entry.indexes
-                ]
-                marks = _prefilter._mark(text, hits, pre._checks[slot[0]])
-                los = [lo for _, _, lo, regs in marks if regs[slot[1]][0] >= 0]
-                kept = [lo for i, lo in enumerate(los) if i == 0 or lo != los[i - 1]]
+                kept = _kept(text, pre, entry)
                 if kept:
                     marked[entry.rule.id] = kept
             assert list(marked.items()) == _one_check_per_rule(text, kind, pre)
+
+
+def test_a_context_that_can_start_inside_the_name_keeps_its_backtracking() -> None:
+    from leaseline.scan._rules import Rule
+
+    assert _prefilter._starts_after_name(r"(?:\s){0,}(?:=|:)", 0)
+    assert _prefilter._starts_after_name(r"(?<=\w)['\"]", 0)
+    for rest in (r"(?:x){0,1}=", r"(?:=|[a-z])", r"(?:\s){0,}", r"[^<]", r".", r"(?:=){0,1}"):
+        assert not _prefilter._starts_after_name(rest, 0), rest
+    # a context that may begin with a name character (`_x=`): one rule's check alone, as before
+    rules = [
+        Rule(
+            f"generic-{tail}",
+            "generic",
+            "generic",
+            re.compile(rf"(?P<name>[\w.\-]{{0,20}}?token){tail}(?P<s>[A-Za-z0-9]{{8,}})"),
+            lambda v: True,
+            None,
+        )
+        for tail in ("_x=", "=", "[_=]")
+    ]
+    pre = _prefilter.Prefilter(rules)
+    assert [c.pattern.startswith(r"[\w.\-]*+") for c in pre._checks] == [False, True]
+    text = "my_token_x=abcdefgh12 token=abcdefgh12 other.token_=abcdefgh1 tokens, token_x"
+    assert sorted(_one_check_per_rule(text, "text", pre)) == sorted(
+        (entry.rule.id, _kept(text, pre, entry)) for entry in pre.entries if _kept(text, pre, entry)
+    )
+
+
+def _kept(text: str, pre: _prefilter.Prefilter, entry: _prefilter._Entry) -> list[int]:
+    slot = pre._slots[pre.entries.index(entry)]
+    assert slot is not None and pre._automaton is not None
+    hay = text.encode("ascii", "replace").lower()
+    hits = [
+        (s, e)
+        for i, s, e in pre._automaton.find_matches_as_indexes(hay, overlapping=True)
+        if i in entry.indexes
+    ]
+    los = [
+        lo
+        for _, _, lo, regs in _prefilter._mark(text, hits, pre._checks[slot[0]])
+        if regs[slot[1]][0] >= 0
+    ]
+    return [lo for i, lo in enumerate(los) if i == 0 or lo != los[i - 1]]
 
 
 # -- worker processes ----------------------------------------------------------------------------
