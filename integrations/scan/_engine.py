@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import re
-import signal
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .._detectors import REFERENCE, is_placeholder
+from . import _pool
 from ._confidence import KEYWORD_FAMILIES, at_least, comment_line, demote, in_docs
 from ._prefilter import Prefilter
 from ._rules import GENERIC, RULES, Rule, generic_ok, redact
@@ -128,11 +124,6 @@ def _sha1(value: str) -> str:
 
 
 _ENGINES = ("auto", "kingfisher", "python")
-_BATCH = 64  # files per worker task
-#: a scan this big runs in worker processes (when ``workers`` > 1): below it, forking and the
-#: results' trip back cost more than the second core gives (a pre-commit run, a few files)
-_POOL_FILES = 256
-_POOL_BYTES = 8 * 1024 * 1024
 
 
 _NATIVE: dict[int, NativeEngine] = {}  # one per process (pid): the compiled rules are reused
@@ -183,7 +174,7 @@ class Scanner:
         self._count = threading.Lock()
         #: processes for a big :meth:`scan_paths` (``LEASELINE_SCAN_WORKERS``; default: the CPUs,
         #: <= 4; 1: everything in this process)
-        self.workers = workers or _env_workers()
+        self.workers = workers or _pool.env_workers()
 
     @property
     def engine(self) -> str:
@@ -201,7 +192,7 @@ class Scanner:
                 # the path under the scanned root says "tests/", not where the root sits
                 inner = path[len(prefix) :] if path.startswith(prefix) else path
                 jobs.append((path, inner))
-        if self.workers > 1 and _worth_a_pool(jobs) and _forkable():
+        if self.workers > 1 and _pool.worth_a_pool(jobs) and _pool.forkable():
             return self._scan_in_pool(jobs)
         return self._scan_batch(jobs)
 
@@ -214,41 +205,11 @@ class Scanner:
         return out
 
     def _scan_in_pool(self, jobs: list[tuple[str, str]]) -> list[Finding]:
-        """``jobs`` in forked worker processes, in batches, results in the serial order.
-
-        The workers are forked (this process runs no other thread: nothing holds a lock that a
-        child would inherit held), so each has this scanner as it is, Kingfisher's compiled rules
-        included (they hold no thread or handle of their own): nothing is compiled again. The
-        findings come back pickled through the pool's pipes, never through a file."""
-        global _POOL_SCANNER
-        batches = [jobs[i : i + _BATCH] for i in range(0, len(jobs), _BATCH)]
-        pool = ProcessPoolExecutor(
-            min(self.workers, len(batches)),
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_worker_init,
-            initargs=(os.getpid(),),
-        )
-        out: list[Finding] = []
-        _POOL_SCANNER = self  # the workers fork at the first batch's submission
-        try:
-            for found, files, size in pool.map(_pool_batch, batches):
-                out += found
-                with self._count:
-                    self.files_scanned += files
-                    self.bytes_scanned += size
-        except BrokenProcessPool:
-            _stop(pool)
-            raise RuntimeError(
-                "leaseline scan: a worker process ended unexpectedly (killed, or out of "
-                "memory?); LEASELINE_SCAN_WORKERS=1 scans in this process"
-            ) from None
-        except BaseException:
-            _stop(pool)  # Ctrl-C, or a worker's error: stop the others now
-            raise
-        finally:
-            _POOL_SCANNER = None
-        pool.shutdown()
-        return out
+        found, files, size = _pool.scan_in_pool(self, jobs)
+        with self._count:
+            self.files_scanned += files
+            self.bytes_scanned += size
+        return found
 
     def scan_sources(self, sources: Iterable[SourceFile]) -> list[Finding]:
         out: list[Finding] = []
@@ -377,86 +338,6 @@ class Scanner:
                     comment=comment_line(seg.text, at, inner),
                 ),
             )
-
-
-def _env_workers() -> int:
-    raw = os.environ.get("LEASELINE_SCAN_WORKERS") or ""
-    if not raw:
-        return min(os.cpu_count() or 1, 4)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(
-            f"LEASELINE_SCAN_WORKERS={raw!r}: expected a whole number of processes, 1 or more"
-        )
-    return value
-
-
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """End a pool now: queued batches cancelled, running ones' workers terminated."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        proc.terminate()
-    pool.shutdown()  # its thread ends once it sees the workers gone
-
-
-def _forkable() -> bool:
-    """No other thread runs in this process: none holds a lock a forked child would inherit."""
-    return threading.active_count() == 1
-
-
-def _worth_a_pool(jobs: list[tuple[str, str]]) -> bool:
-    if len(jobs) >= _POOL_FILES:
-        return True
-    size = 0
-    for path, _ in jobs:
-        try:
-            size += os.path.getsize(path)
-        except OSError:
-            continue
-        if size >= _POOL_BYTES:
-            return True
-    return False
-
-
-#: the scanner a pool's forked workers use (set while the pool forks them)
-_POOL_SCANNER: Scanner | None = None
-_WORKER: Scanner | None = None
-
-
-def _worker_init(parent: int) -> None:
-    global _WORKER
-    _WORKER = _POOL_SCANNER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # the parent killed (SIGKILL, SIGTERM before it could stop the pool): end, don't linger
-    threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
-
-
-def _orphan_watch(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
-def _pool_batch(batch: list[tuple[str, str]]) -> tuple[list[Finding], int, int]:
-    """One batch in a worker: its findings and how many files and bytes were scanned."""
-    scanner = _WORKER
-    assert scanner is not None
-    files, size = scanner.files_scanned, scanner.bytes_scanned
-    path = ""
-    try:
-        out: list[Finding] = []
-        for path, inner in batch:
-            out += scanner._scan_batch([(path, inner)])
-    except Exception as exc:
-        # the error's own message may quote the file's text: its type only crosses the pipe
-        raise RuntimeError(
-            f"leaseline scan: scanning {path} failed in a worker process "
-            f"({type(exc).__name__}); LEASELINE_SCAN_WORKERS=1 shows the error itself"
-        ) from None
-    return out, scanner.files_scanned - files, scanner.bytes_scanned - size
 
 
 def _native_ok(hit: NativeHit) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from leaseline.scan import Scanner, _engine, _kingfisher, _prefilter
+from leaseline.scan import Scanner, _engine, _kingfisher, _pool, _prefilter
 from leaseline.scan._sources import (
     _CONCAT,
     _MAX_BLOBS,
@@ -245,7 +245,7 @@ def forkable(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     """The suite's servers run threads in this process; the scanner would not fork then (see
     test_no_fork_while_another_thread_runs): these tests fork anyway (their workers only scan)."""
     if request.node.name != "test_no_fork_while_another_thread_runs":
-        monkeypatch.setattr(_engine, "_forkable", lambda: True)
+        monkeypatch.setattr(_pool, "forkable", lambda: True)
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def big_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """More files than a pool needs, secrets generated now (``secrets``: never committed)."""
     root = tmp_path_factory.mktemp("big-tree")
     make_corpus(root, copies=3, filler=90)
-    assert sum(len(files) for _, _, files in os.walk(root)) >= _engine._POOL_FILES
+    assert sum(len(files) for _, _, files in os.walk(root)) >= _pool.POOL_FILES
     return root
 
 
@@ -310,7 +310,7 @@ def test_no_fork_while_another_thread_runs(big_tree: Path, monkeypatch: pytest.M
         raise AssertionError("forked while another thread ran")
 
     monkeypatch.setattr(Scanner, "_scan_in_pool", no_pool)
-    assert _engine._forkable.__name__ == "_forkable"  # the scanner's own check
+    assert _pool.forkable.__name__ == "forkable"  # the scanner's own check
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
@@ -366,8 +366,10 @@ def test_workers_must_be_a_positive_number(monkeypatch: pytest.MonkeyPatch) -> N
 
 _SLOW_SCAN = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from leaseline.scan import Scanner
+    # as at a terminal (a background job of a shell without job control starts with it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     real = Scanner.scan_source
     def slow(self, src, inner=None):
         time.sleep(0.05)
@@ -416,3 +418,41 @@ def test_ctrl_c_stops_the_scan_and_its_workers(big_tree: Path) -> None:
             break
         threading.Event().wait(0.1)
     assert not _alive(proc.pid)
+
+
+def test_workers_end_when_the_scanner_is_killed(big_tree: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_SCAN, str(big_tree)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "scanning\n"
+        workers: list[int] = []
+        for _ in range(200):
+            out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+            workers = [int(p) for p in out.stdout.split()]
+            if len(workers) == 2:
+                break
+            threading.Event().wait(0.05)
+        assert workers
+        proc.kill()  # SIGKILL: no chance to stop its pool
+        proc.wait(timeout=30)
+        for _ in range(100):
+            if not any(_running(pid) for pid in workers):
+                break
+            threading.Event().wait(0.1)
+        assert not any(_running(pid) for pid in workers)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
