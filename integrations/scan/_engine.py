@@ -23,11 +23,11 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .._detectors import REFERENCE, is_placeholder
+from . import _pool
 from ._confidence import KEYWORD_FAMILIES, at_least, comment_line, demote, in_docs
 from ._prefilter import Prefilter
 from ._rules import GENERIC, RULES, Rule, generic_ok, named_digest, redact
@@ -124,7 +124,6 @@ def _sha1(value: str) -> str:
 
 
 _ENGINES = ("auto", "kingfisher", "python")
-_BATCH = 64  # files per thread task
 
 
 _NATIVE: dict[int, NativeEngine] = {}  # one per process (pid): the compiled rules are reused
@@ -173,10 +172,9 @@ class Scanner:
         self.files_scanned = 0
         self.bytes_scanned = 0
         self._count = threading.Lock()
-        #: threads for :meth:`scan_paths` (``LEASELINE_SCAN_WORKERS``; default: the CPUs, <= 4)
-        self.workers = workers or int(
-            os.environ.get("LEASELINE_SCAN_WORKERS") or min(os.cpu_count() or 1, 4)
-        )
+        #: processes for a big :meth:`scan_paths` (``LEASELINE_SCAN_WORKERS``; default: the CPUs,
+        #: <= 4; 1: everything in this process)
+        self.workers = workers or _pool.env_workers()
 
     @property
     def engine(self) -> str:
@@ -194,12 +192,9 @@ class Scanner:
                 # the path under the scanned root says "tests/", not where the root sits
                 inner = path[len(prefix) :] if path.startswith(prefix) else path
                 jobs.append((path, inner))
-        batches = [jobs[i : i + _BATCH] for i in range(0, len(jobs), _BATCH)]
-        if self.workers <= 1 or len(batches) < 2:
-            return [f for batch in batches for f in self._scan_batch(batch)]
-        # the native scan, file reads and the automaton release the GIL: threads overlap them
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="leaseline-scan") as pool:
-            return [f for found in pool.map(self._scan_batch, batches) for f in found]
+        if self.workers > 1 and _pool.worth_a_pool(jobs) and _pool.forkable():
+            return self._scan_in_pool(jobs)
+        return self._scan_batch(jobs)
 
     def _scan_batch(self, batch: list[tuple[str, str]]) -> list[Finding]:
         out: list[Finding] = []
@@ -208,6 +203,13 @@ class Scanner:
             if src is not None:
                 out += self.scan_source(SourceFile(_display(path), src.data), inner)
         return out
+
+    def _scan_in_pool(self, jobs: list[tuple[str, str]]) -> list[Finding]:
+        found, files, size = _pool.scan_in_pool(self, jobs)
+        with self._count:
+            self.files_scanned += files
+            self.bytes_scanned += size
+        return found
 
     def scan_sources(self, sources: Iterable[SourceFile]) -> list[Finding]:
         out: list[Finding] = []

@@ -33,6 +33,7 @@ import html
 import json
 import os
 import re
+import string
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -365,10 +366,49 @@ def json_string_segments(text: str) -> Iterator[Segment]:
 
 
 _CONCAT = re.compile(r"""(["'])[ \t]*[.+][ \t]*\1""")
-_B64_BLOB = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2}")
+#: the same, one expression per quote: each starts with a literal, which ``re`` looks for at C
+#: speed (the two-quote class and back-reference try every quote in the text)
+_CONCAT_BY_QUOTE = tuple(re.compile(q + r"[ \t]*[.+][ \t]*" + q) for q in "'\"")
 _MAX_BLOBS = 200  # candidates looked at per segment
 _MAX_BLOB = 64 * 1024
+_MIN_BLOB = 40
 _PRINTABLE = re.compile(r"[\t\n\r\x20-\x7e]+")
+#: base64 (standard and URL-safe) characters to ``a``, anything else to a blank: a blob is a run
+#: of ``a`` (``bytes.find`` at C speed, where the expression tried every position)
+_B64_CHARS = frozenset((string.ascii_letters + string.digits + "+/_-").encode())
+_B64_TABLE = bytes(ord("a") if i in _B64_CHARS else ord(" ") for i in range(256))
+_B64_RUN = b"a" * _MIN_BLOB
+
+
+def concat_lines(text: str) -> list[int]:
+    """Where the lines start that join string literals (``'sk-' . 'rest'``, ``"a" + "b"``), in
+    order, at most ``_MAX_BLOBS``: the lines ``_CONCAT`` matches in."""
+    starts = {
+        text.rfind("\n", 0, m.start()) + 1 for pat in _CONCAT_BY_QUOTE for m in pat.finditer(text)
+    }
+    return sorted(starts)[:_MAX_BLOBS]
+
+
+def b64_blobs(text: str) -> Iterator[tuple[int, int]]:
+    """Spans of ``text`` that may be base64: a run of at least 40 base64 characters (both
+    alphabets) and up to two ``=``; what ``(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2}``
+    finds, in order."""
+    # one byte per character (anything not ASCII is "?", not a base64 character): str offsets
+    marks = text.encode("ascii", "replace").translate(_B64_TABLE)
+    size = len(marks)
+    pos = 0
+    while True:
+        start = marks.find(_B64_RUN, pos)  # a run's start: any run before it is shorter
+        if start < 0:
+            return
+        end = marks.find(b" ", start + _MIN_BLOB)
+        if end < 0:
+            end = size
+        stop = end
+        while stop < size and stop - end < 2 and text[stop] == "=":
+            stop += 1
+        yield start, stop
+        pos = end
 
 
 def _b64_text(blob: str) -> str | None:
@@ -396,25 +436,25 @@ def decoded_segments(
     ``raw`` is the notebook JSON a notebook segment (at ``where``) came from: its lines are
     found there.
     """
-    lines_done: set[int] = set()
-    if raw is None and ("' " in text or '" ' in text or "'." in text or '"+' in text):
-        for m in _CONCAT.finditer(text):
-            start = text.rfind("\n", 0, m.start()) + 1
-            if start in lines_done or len(lines_done) >= _MAX_BLOBS:
-                continue
-            lines_done.add(start)
-            end = text.find("\n", m.end())
+    joins = concat_lines(text) if raw is None else []
+    if joins and ("' " in text or '" ' in text or "'." in text or '"+' in text):
+        # (the search first: it finds nothing in most files, and is faster than these four)
+        for start in joins:
+            end = text.find("\n", start)
             joined = _CONCAT.sub("", text[start : end if end >= 0 else len(text)])
             yield Segment(joined, None, text.count("\n", 0, start) + 1)
-    for n, m in enumerate(_B64_BLOB.finditer(text)):
+    line, counted = 1, 0  # line numbers counted on from the last blob's
+    for n, (start, end) in enumerate(b64_blobs(text)):
         if n >= _MAX_BLOBS:
             return
-        decoded = _b64_text(m.group())
+        blob = text[start:end]
+        decoded = _b64_text(blob)
         if decoded is None:
             continue
         if raw is None:
-            line = text.count("\n", 0, m.start()) + 1
+            line += text.count("\n", counted, start)
+            counted = start
         else:
-            pos = raw.find(m.group()[:40])
+            pos = raw.find(blob[:_MIN_BLOB])
             line = raw.count("\n", 0, pos) + 1 if pos >= 0 else 1
         yield Segment(decoded, f"{where}, base64-decoded" if where else "base64-decoded", line)
