@@ -483,7 +483,11 @@ DETECTORS: tuple[Detector, ...] = (
         "datadog",
         "Datadog API or application key",
         "datadog",
-        _named(r"datadog|(?<![a-z])dd[_-]?(?:api|app)[_-]?key", r"[a-f0-9]{40}|[a-f0-9]{32}"),
+        _named(
+            # spelled out, so the prefilter's anchors are these words, not ``api``
+            r"datadog|(?<![a-z])(?:dd[_-]api[_-]key|dd[_-]app[_-]key|ddapikey|ddappkey)",
+            r"[a-f0-9]{40}|[a-f0-9]{32}",
+        ),
         dense(3.0, 2),
     ),
     _d(

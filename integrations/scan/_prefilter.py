@@ -59,6 +59,10 @@ _UNBOUNDED_BEFORE = 256
 _UNBOUNDED_AFTER = 1024
 _GENERIC_AFTER = 320
 _LOOKAHEAD = 64
+#: a rule whose matches start at most this many characters ahead of an anchor is tried at those
+#: positions only (``match``), not searched through its window: a search tries every position
+#: of a ~1 KB window, most of which cannot start a match
+_MAX_EXACT_BEFORE = 16
 #: the generic rules' names: at most this many characters before the anchor
 _NAME_MAX = 96
 #: the generic rules: what a name ending in an anchor can still have before the rule's own
@@ -204,11 +208,21 @@ def anchors(pattern: re.Pattern[str]) -> tuple[Literals | None, int, int]:
 def _analyse(
     pattern: re.Pattern[str],
 ) -> tuple[Literals | None, int, int, re.Pattern[str] | None]:
+    found, before, after, tail, _ = _analysed(pattern)
+    return found, before, after, tail
+
+
+def _analysed(
+    pattern: re.Pattern[str],
+) -> tuple[Literals | None, int, int, re.Pattern[str] | None, bool]:
+    """:func:`_analyse`, and whether ``before`` is exact: no match starts further than that
+    ahead of an anchor (a bounded width, not a cap)."""
     tree = _P.parse(pattern.pattern, pattern.flags)
     found = _required(tree, _Widths(tree.state))
     width = int(tree.getwidth()[1])
     if found is None or min(map(len, found[0])) < MIN_ANCHOR:
-        return None, 0, 0, None
+        return None, 0, 0, None, False
+    exact = found[1] <= _MAX_EXACT_BEFORE
     before = found[1] if found[1] < _UNBOUNDED else _UNBOUNDED_BEFORE
     after = width if width < _UNBOUNDED else _UNBOUNDED_AFTER
     tail = None
@@ -216,7 +230,7 @@ def _analyse(
         text = _serialize_prefix(found[2])
         if text:
             tail = re.compile(text, pattern.flags & ~re.VERBOSE)
-    return found[0], min(before, _MAX_BEFORE), min(after, _MAX_AFTER), tail
+    return found[0], min(before, _MAX_BEFORE), min(after, _MAX_AFTER), tail, exact
 
 
 def _named(
@@ -352,6 +366,8 @@ class _Entry:
     lead: int = 0
     #: a generic rule: what follows an anchor in its name (the name's rest, the rule's context)
     assigned: re.Pattern[str] | None = None
+    #: no match starts more than ``before`` characters ahead of an anchor (:func:`_analysed`)
+    exact: bool = False
 
 
 class Prefilter:
@@ -364,7 +380,7 @@ class Prefilter:
         self.entries: list[_Entry] = []
         words: dict[str, set[int]] = {}
         for i, rule in enumerate(rules):
-            found, before, after, tail = _analyse(rule.pattern)
+            found, before, after, tail, exact = _analysed(rule.pattern)
             lead, assigned = 0, None
             named = _named(rule.pattern) if rule.family == "generic" else None
             if named is not None:
@@ -383,6 +399,7 @@ class Prefilter:
                     anchored=bool(found),
                     lead=lead,
                     assigned=assigned,
+                    exact=exact and assigned is None,
                 )
             )
             for word in found or ():
@@ -467,7 +484,10 @@ class Prefilter:
                     # a rule with text before its name: searched from just before the name
                     yield rule, spans, not entry.lead or entry.at_line
                 continue
-            yield rule, _windows(text, found, entry.before, entry.after), False
+            if entry.exact:
+                yield rule, _starts(text, found, entry.before, entry.after), True
+            else:
+                yield rule, _windows(text, found, entry.before, entry.after), False
 
 
 #: an anchor's (start, end), where its name starts, and which rules' checks pass after it
@@ -610,6 +630,24 @@ def _names(text: str, hits: list[_Hit], entry: _Entry, group: int) -> Iterator[t
             yield max(lo - entry.lead - _LEAD_MARGIN, 0), hi
         else:
             yield lo, hi
+
+
+def _starts(
+    text: str, hits: list[tuple[int, int]], before: int, after: int
+) -> list[tuple[int, int]]:
+    """Every position a match can start at (``before`` characters ahead of each occurrence, up
+    to it), in order, each with the end of its occurrence's window (:func:`_windows`): a match
+    found by a search of the window starts at one of them, and ``match`` there finds it."""
+    ends: dict[int, int] = {}
+    size = len(text)
+    for start, _ in hits:
+        hi = min(start + after + _LOOKAHEAD, size)
+        eol = text.find("\n", hi, hi + _LOOKAHEAD)
+        hi = eol if eol >= 0 else min(hi + _LOOKAHEAD, size)
+        for pos in range(max(start - before, 0), start + 1):
+            if ends.get(pos, -1) < hi:
+                ends[pos] = hi
+    return sorted(ends.items())
 
 
 def _windows(
