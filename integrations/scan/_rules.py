@@ -42,9 +42,23 @@ def _r(
     return Rule(id_, name, family, re.compile(pattern), check, kinds)
 
 
+#: the separators spelled out (``api_key|api-key|apikey``, not ``api[_-]?key``): the same names,
+#: and the prefilter's anchors are these words, not ``api``/``client``/``auth`` (in every file)
 _KEYWORD = (
-    r"(?i:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|"
-    r"private[_-]?key|auth[_-]?key|client[_-]?secret|credentials?)"
+    "(?i:pass(?:word|wd)?|pwd|secret|token|credentials?|"
+    + "|".join(
+        f"{a}{sep}{b}"
+        for a, b in (
+            ("api", "key"),
+            ("access", "key"),
+            ("secret", "key"),
+            ("private", "key"),
+            ("auth", "key"),
+            ("client", "secret"),
+        )
+        for sep in ("_", "-", "")
+    )
+    + ")"
 )
 #: the catch-all's names: anything ending in password/secret/token/key...
 _GENERIC_NAME = r"(?P<name>(?<![\w.\-])(?:[A-Za-z_][\w.\-]{0,60}?)?" + _KEYWORD + ")"
