@@ -197,19 +197,11 @@ _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _VOWEL = re.compile(r"[aeiouyAEIOUY]")
 
 
-#: a symbol a generated key has besides its parentheses
-_SYMBOL = re.compile(r"[!@#%^&*_=+\-.~:;,|?/]")
-
-
 def _random_with_parens(value: str) -> bool:
     """A generated key whose alphabet has parentheses (Django's ``SECRET_KEY``:
-    ``!@#$%^&*(-_=+)``), not code: long, dense, digits and other symbols too."""
-    return (
-        len(value) >= 32
-        and shannon_entropy(value) >= 4.5
-        and any(c.isdigit() for c in value)
-        and _SYMBOL.search(value) is not None
-    )
+    ``!@#$%^&*(-_=+)``), not code: long, dense (code with parentheses, ``Variable.get(conn_id)``,
+    stays near 4 bits a character) and with digits."""
+    return len(value) >= 32 and shannon_entropy(value) >= 4.5 and any(c.isdigit() for c in value)
 
 
 def _identifier(value: str) -> bool:

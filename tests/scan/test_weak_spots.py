@@ -638,6 +638,10 @@ def _django_key() -> str:
 def test_a_django_secret_key_with_parentheses_is_found() -> None:
     value = _django_key()
     assert_found("settings.py", f'SECRET_KEY = "{value}"\n', value, "generic")
+    # parentheses its only symbols (seen in the benchmark: the first fix wanted another symbol)
+    alphabet = string.ascii_letters + string.digits + "()"
+    only = "".join(secrets.choice(alphabet) for _ in range(46)) + "(1x)"
+    assert_found("settings.py", f'SECRET_KEY = "{only}"\n', only, "generic")
 
 
 @pytest.mark.parametrize(
