@@ -328,7 +328,8 @@ DETECTORS: tuple[Detector, ...] = (
         "vault-token-legacy",
         "Vault/OpenBao token (legacy form)",
         "vault",
-        r"(?<![\w.])(?P<s>[sbr]\.[A-Za-z0-9_-]{24,})(?![\w.(-])",
+        # not the end of another token's part (a JWT header ending ``-s`` before its ``.eyJ``)
+        r"(?<![\w.-])(?P<s>[sbr]\.[A-Za-z0-9_-]{24,})(?![\w.(-])",
         _vault_legacy,
     ),
     _d(

@@ -100,7 +100,7 @@ def sample(detector_id: str) -> tuple[str, str]:
         "wandb": lambda: _hex(40),
         "wandb-netrc": lambda: _hex(40),
         "vault-token": lambda: f"hvs.{_an(90)}",
-        "vault-token-legacy": lambda: f"s.{secrets.token_urlsafe(24)}",
+        "vault-token-legacy": lambda: f"s.{_an(24)}",
         "aws-access-key-id": _aws_key_id,
         "aws-secret-access-key": lambda: _an(40),
         "database-url": lambda: _an(20),
@@ -216,3 +216,12 @@ def test_a_shell_variable_in_a_credential_slot_has_no_credential_shape(text: str
     from leaseline._detectors import credential_shape
 
     assert credential_shape(text) is None
+
+
+def test_a_jwt_whose_header_ends_in_dash_s_is_a_jwt_not_a_legacy_vault_token() -> None:
+    """``…-s.eyJ…`` read as a legacy Vault token ``s.eyJ…`` (seen as a flaky sample)."""
+    head = "eyJ" + base64.urlsafe_b64encode(secrets.token_bytes(21)).decode() + "-s"
+    body = "eyJ" + base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("=")
+    value = f"{head}.{body}.{_an(43)}"
+    findings = Scanner(detect_secrets=False, engine="python").scan_text("a.py", f'v = "{value}"')
+    assert [(f.rule, f.secret) for f in findings] == [("jwt", value)]
