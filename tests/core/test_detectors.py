@@ -218,10 +218,10 @@ def test_a_shell_variable_in_a_credential_slot_has_no_credential_shape(text: str
     assert credential_shape(text) is None
 
 
-def test_a_jwt_whose_header_ends_in_dash_s_is_a_jwt_not_a_legacy_vault_token() -> None:
-    """``…-s.eyJ…`` read as a legacy Vault token ``s.eyJ…`` (seen as a flaky sample)."""
-    head = "eyJ" + base64.urlsafe_b64encode(secrets.token_bytes(21)).decode() + "-s"
-    body = "eyJ" + base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("=")
+def test_a_jwt_whose_claims_end_in_dash_s_is_a_jwt_not_a_legacy_vault_token() -> None:
+    """``eyJ….eyJ…-s.SIGNATURE``: ``s.SIGNATURE`` read as a legacy Vault token (a flaky sample)."""
+    head = "eyJ" + base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("=")
+    body = "eyJ" + base64.urlsafe_b64encode(secrets.token_bytes(21)).decode() + "-s"
     value = f"{head}.{body}.{_an(43)}"
     findings = Scanner(detect_secrets=False, engine="python").scan_text("a.py", f'v = "{value}"')
     assert [(f.rule, f.secret) for f in findings] == [("jwt", value)]
