@@ -124,13 +124,24 @@ STOCK_WORDS = frozenset(
     )
     for word in line.split()
 )
+#: a word written as words are (``your``, ``YOUR``, ``Your``), not ``yOUr`` in random letters
+_STAND_IN_WORD = re.compile(
+    "|".join(
+        f"{w}|{w.upper()}|{w.capitalize()}"
+        for w in ("your", "example", "placeholder", "dummy", "changeme", "redacted")
+    )
+)
 _SEQUENCES = "0123456789 9876543210 abcdefghijklmnopqrstuvwxyz zyxwvutsrqponmlkjihgfedcba"
 _RUN = 6  # "123456", "abcdef": typed, not generated
 _REPEAT = re.compile(r"(.)\1{7,}")  # "dapi00000000...": a filler
 
 
 def _has_run(low: str) -> bool:
-    return any(low[i : i + _RUN] in _SEQUENCES for i in range(len(low) - _RUN + 1))
+    """A counting run (``123456``, ``abcdef``) that is a fair part of the value: in a short one
+    anywhere, in a long one a quarter of it (64 random hex digits hold ``012345`` one time in
+    ~9,000: a Slack token's body, not a stand-in)."""
+    need = _RUN if len(low) <= 24 else max(_RUN, len(low) // 4)
+    return any(low[i : i + need] in _SEQUENCES for i in range(len(low) - need + 1))
 
 
 def _stock_words(low: str) -> bool:
@@ -156,7 +167,7 @@ def is_placeholder(value: str) -> bool:
         return True
     if len(set(low)) <= 3:  # "aaaaaaaa", "00000000", "x-x-x-x"
         return True
-    if any(w in low for w in ("your", "example", "placeholder", "dummy", "changeme", "redacted")):
+    if _STAND_IN_WORD.search(value):
         return True
     if "%" in low:
         low = urllib.parse.unquote(low)

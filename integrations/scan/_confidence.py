@@ -39,6 +39,20 @@ _SEQUENCE = re.compile(r"012345|123456|234567|345678|456789|abcdef|qwerty|asdfgh
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 _VOWEL = re.compile(r"(?i)[aeiouy]")
+#: four consonants in a row (``y`` among them), three vowels: random letters, unless English
+_CONSONANTS = re.compile(r"(?i)[b-df-hj-np-tv-z]{4,}")
+_DIGRAPH = re.compile(r"(?i)th|ch|sh|ng|ck|ph|st|gh|ght|tch|nd|nt|rt")
+_VOWELS3 = re.compile(r"(?i)[aeiou]{3,}")
+_TRIPHTHONGS = frozenset({"eau", "iou", "uee", "eou", "oui", "uie"})
+#: how English words (and a few of code's) start with two consonants
+_ONSETS = frozenset(
+    re.findall(
+        r"\w+",
+        "bl br ch cl cr dr dw fl fr gh gl gn gr kl kn kr ml ph pl pr ps sc sh sk sl sm sn sp sq st"
+        " sv sw th tr ts tw wh wr",
+    )
+)
+_VERSION_WORDS = frozenset({"alpha", "beta", "rc", "dev", "post"})
 #: an example nearby (``api.example.com`` is a host, not an example)
 _EXAMPLE = re.compile(
     r"(?i)>>>|```|\bexamples?\b(?!\.\w)|\be\.g\.|\blooks? (?:a little |something )?like\b|"
@@ -118,6 +132,31 @@ def _words(value: str) -> bool:
             return False
         if sum(len(p) == 1 for p in pieces) > 1 or len(pieces) > 4:
             return False
+        if not (run.isupper() and len(pieces) == 1) and not _sayable(pieces):
+            return False
+    return True
+
+
+def _sayable(pieces: list[str]) -> bool:
+    """CamelCase pieces read as words, as random letters rarely do: one short acronym at most
+    (``HTTPS``, ``OAuth``), no five consonants in a row, and a word that starts with two
+    consonants starts as words do (``Str``, ``Pr``; not ``Cf``, ``Vx``)."""
+    acronyms = [p for p in pieces if len(p) > 1 and p.isupper()]
+    if len(acronyms) > 1 or any(len(p) > 5 for p in acronyms):
+        return False
+    for p in pieces:
+        if p.isupper() or not p.isalpha():
+            continue
+        if any(not _DIGRAPH.search(run) for run in _CONSONANTS.findall(p)):
+            return False  # ``vjts``; ``ngth``, ``nstr`` are English
+        if any(run.lower() not in _TRIPHTHONGS for run in _VOWELS3.findall(p)):
+            return False  # ``aoda``... ``eau``, ``iou`` are English
+        head = p[:2].lower()
+        if len(p) == 2 and not _VOWEL.search(head):
+            return False  # ``Rw``, ``Dv``
+        two_consonants = head[0] not in "aeiou" and head[1] not in "aeiouy"
+        if len(p) > 2 and two_consonants and head not in _ONSETS:
+            return False
     return True
 
 
@@ -130,11 +169,20 @@ def _identifier(value: str) -> bool:
         return False
     words = [p for p in pieces if p.isalpha()]
     digits = sum(len(p) for p in pieces if p.isdigit())
+    # past the first piece a name's words are capitalised (``getSecretValue``); a lowercase
+    # one only as a version after a number (``V1beta1CronJob``), not as random letters do
+    if any(
+        p[0].islower() and not (pieces[i - 1].isdigit() and p in _VERSION_WORDS)
+        for i, p in enumerate(pieces)
+        if i
+    ):
+        return False
     return (
         len(words) >= 2
         and digits <= 2
         and all(len(w) >= 3 and _VOWEL.search(w) for w in words if len(w) > 1)
         and sum(len(w) == 1 for w in words) <= 1
+        and _sayable(words)
     )
 
 
@@ -185,8 +233,10 @@ def demote(
     if family not in KEYWORD_FAMILIES:
         # a provider's format: a commented-out key is still a key
         return "low" if _stand_in(value) else level
-    if _stand_in(value) or _identifier(value):
+    if _stand_in(value):
         return "low"
+    if family not in ("database", "url") and _identifier(value):
+        return "low"  # a type's name; a URL's password slot holds no type names
     if family == "generic" and shannon_entropy(value) < 3.3:
         return "low"
     if comment:

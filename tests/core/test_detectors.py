@@ -18,6 +18,7 @@ from leaseline._detectors import (
     DETECTORS,
     Detector,
     find_credential,
+    is_placeholder,
     looks_like_credential,
     shannon_entropy,
 )
@@ -225,3 +226,18 @@ def test_a_jwt_whose_claims_end_in_dash_s_is_a_jwt_not_a_legacy_vault_token() ->
     value = f"{head}.{body}.{_an(43)}"
     findings = Scanner(detect_secrets=False, engine="python").scan_text("a.py", f'v = "{value}"')
     assert [(f.rule, f.secret) for f in findings] == [("jwt", value)]
+
+
+def test_a_counting_run_deep_in_a_long_random_body_is_not_a_stand_in() -> None:
+    """A fresh CI run drew a Slack app token whose 64 hex digits held ``012345``: read as a
+    counting run (a stand-in) and missed by both the scanner and the core. In a long value the
+    run must be a quarter of it; a short value with one is still a stand-in."""
+    body = _hex(60)
+    cut = secrets.randbelow(len(body))
+    value = f"xapp-1-A{_upper(10)}-{_num(13)}-{body[:cut]}012345{body[cut:]}"
+    line = f'SLACK_APP_TOKEN = "{value}"'
+    assert [(f.rule, f.secret) for f in Scanner(engine="python").scan_text("app.py", line)] == [
+        ("slack-app-token", value)
+    ]
+    assert find_credential(line) is not None
+    assert is_placeholder("sk-" + "1234567890") and is_placeholder("password" + "123456")
