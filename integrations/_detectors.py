@@ -131,6 +131,21 @@ _STAND_IN_WORD = re.compile(
         for w in ("your", "example", "placeholder", "dummy", "changeme", "redacted")
     )
 )
+
+
+def _stand_in_word(value: str) -> bool:
+    """``your``, ``EXAMPLE``, ``dummy``... in the value; a short one inside a long value only
+    as a word of its own (``pcsk_…opyour6…``: random letters, one Pinecone sample in ~4,000)."""
+    for m in _STAND_IN_WORD.finditer(value):
+        if len(m.group()) >= 6 or len(value) <= 24:
+            return True
+        before = value[m.start() - 1 : m.start()]
+        after = value[m.end() : m.end() + 1]
+        if not before.isalnum() and not after.isalnum():
+            return True
+    return False
+
+
 _SEQUENCES = "0123456789 9876543210 abcdefghijklmnopqrstuvwxyz zyxwvutsrqponmlkjihgfedcba"
 _RUN = 6  # "123456", "abcdef": typed, not generated
 _REPEAT = re.compile(r"(.)\1{7,}")  # "dapi00000000...": a filler
@@ -167,7 +182,7 @@ def is_placeholder(value: str) -> bool:
         return True
     if len(set(low)) <= 3:  # "aaaaaaaa", "00000000", "x-x-x-x"
         return True
-    if _STAND_IN_WORD.search(value):
+    if _stand_in_word(value):
         return True
     if "%" in low:
         low = urllib.parse.unquote(low)

@@ -151,6 +151,8 @@ def _sayable(pieces: list[str]) -> bool:
             return False  # ``vjts``; ``ngth``, ``nstr`` are English
         if any(run.lower() not in _TRIPHTHONGS for run in _VOWELS3.findall(p)):
             return False  # ``aoda``... ``eau``, ``iou`` are English
+        if len(p) < 2:
+            continue
         head = p[:2].lower()
         if len(p) == 2 and not _VOWEL.search(head):
             return False  # ``Rw``, ``Dv``

@@ -241,3 +241,14 @@ def test_a_counting_run_deep_in_a_long_random_body_is_not_a_stand_in() -> None:
     ]
     assert find_credential(line) is not None
     assert is_placeholder("sk-" + "1234567890") and is_placeholder("password" + "123456")
+
+
+def test_a_short_stand_in_word_inside_a_long_random_body_is_not_a_stand_in() -> None:
+    """A Pinecone sample's random body held ``your`` (``pcsk_…opyour6…``): read as a stand-in,
+    missed (one sample in ~4,000). In a long value a short word counts only on its own."""
+    body = _an(60)
+    cut = secrets.randbelow(len(body) - 1) + 1
+    value = f"pcsk_{body[:cut]}your{body[cut:]}"
+    assert find_credential(f'value = "{value}"') is not None
+    assert is_placeholder("pcsk_" + "your-key-here")
+    assert is_placeholder("sk-" + "your-api-key-" + "0" * 24)

@@ -69,6 +69,10 @@ def test_a_random_password_in_a_url_is_not_read_as_words() -> None:
         assert demote("medium", "database", made_up, "app.py") == "low"
     assert demote("medium", "generic", "V1" + "SecretVolumeSource", "app.py") == "low"
     assert demote("medium", "generic", "Python" + "Operator", "app.py") == "low"
+    # one-letter pieces (``a`` ``Bc``) included: every shape is rated, none raises
+    for _ in range(5_000):
+        value = _rand(2 + secrets.randbelow(20), secrets.choice((ALNUM, string.ascii_letters)))
+        assert demote("medium", secrets.choice(("generic", "database")), value, "a.py") in LEVELS
 
 
 def test_default_output_shows_what_is_actionable(tmp_path: Path) -> None:
