@@ -38,6 +38,7 @@ __all__ = [
     "find_credential",
     "is_placeholder",
     "looks_like_credential",
+    "sayable",
     "shannon_entropy",
 ]
 
@@ -256,14 +257,56 @@ def _named(word: str, value: str) -> str:
     )
 
 
+#: four consonants in a row (``y`` among them), three vowels: random letters, unless English
+_CONSONANTS = re.compile(r"(?i)[b-df-hj-np-tv-z]{4,}")
+_DIGRAPH = re.compile(r"(?i)th|ch|sh|ng|ck|ph|st|gh|ght|tch|nd|nt|rt")
+_VOWELS3 = re.compile(r"(?i)[aeiou]{3,}")
+_TRIPHTHONGS = frozenset({"eau", "iou", "uee", "eou", "oui", "uie"})
+#: how English words (and a few of code's) start with two consonants
+_ONSETS = frozenset(
+    re.findall(
+        r"\w+",
+        "bl br ch cl cr dr dw fl fr gh gl gn gr kl kn kr ml ph pl pr ps sc sh sk sl sm sn sp sq st"
+        " sv sw th tr ts tw wh wr",
+    )
+)
+
+
+def sayable(word: str) -> bool:
+    """A run of letters that reads as a word, as random letters rarely do: no four consonants
+    in a row but English ones (``ngth``, ``nstr``; not ``vjts``), no three vowels but ``eau``
+    and kin, a two-letter word with a vowel, and two consonants at the start only as words
+    start (``Str``, ``Pr``; not ``Cf``, ``Vx``)."""
+    if any(not _DIGRAPH.search(run) for run in _CONSONANTS.findall(word)):
+        return False
+    if any(run.lower() not in _TRIPHTHONGS for run in _VOWELS3.findall(word)):
+        return False
+    if len(word) < 2:
+        return True
+    head = word[:2].lower()
+    if len(word) == 2:
+        return any(c in "aeiouy" for c in head)  # ``Rw``, ``Dv``: no word
+    return head[0] in "aeiou" or head[1] in "aeiouy" or head in _ONSETS
+
+
 def _code_identifier(body: str) -> bool:
     """``disableForced4SpacesIndentedSublists``, ``getExperimentTraceInfoV3``: code, not a key."""
-    return re.fullmatch(r"[a-z]{2,}(?:[A-Z][a-z]{2,}|\d)+[A-Z]?\d*", body) is not None
+    if re.fullmatch(r"[a-z]{2,}(?:[A-Z][a-z]{2,}|\d)+[A-Z]?\d*", body) is None:
+        return False
+    # words, not random letters that fall into the same shape (``khh4AlkyrHdffwx…``)
+    return all(
+        sayable(w) and re.search("[aeiouy]", w.lower()) for w in re.findall(r"[A-Za-z][a-z]+", body)
+    )
 
 
 def _vault_legacy(value: str) -> bool:
     return dense(3.5, 3)(value) and not _code_identifier(value[2:])
 
+
+#: the entropy floor for a body of hex or base32 (16 or 32 symbols): random 32 hex digits fall
+#: under 3.0 bits one time in ~10,000 (``8883778f5670…``), under 2.7 not in 200,000 draws;
+#: ``deadbeef`` repeated is 2.2
+_SMALL_ALPHABET = 2.7
 
 #: every credential format, most specific first (``sk-ant-`` before ``sk-``). Newer rows start
 #: with their literal prefix (no leading ``\b``): the regex engine then skips ahead to it
@@ -334,14 +377,14 @@ DETECTORS: tuple[Detector, ...] = (
         "Weights & Biases API key",
         "wandb",
         _named("wandb|weights_and_biases", r"[a-f0-9]{40}"),
-        dense(3.0, 2),
+        dense(_SMALL_ALPHABET, 2),
     ),
     _d(
         "wandb-netrc",
         "Weights & Biases API key (netrc)",
         "wandb",
         r"machine\s+api\.wandb\.ai\s+login\s+\S+\s+password\s+(?P<s>[a-f0-9]{40})",
-        dense(3.0, 2),
+        dense(_SMALL_ALPHABET, 2),
     ),
     _d(
         "vault-token",
@@ -363,7 +406,7 @@ DETECTORS: tuple[Detector, ...] = (
         "AWS access key id",
         "aws",
         r"\b(?P<s>(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16})\b",
-        dense(3.0, 1),  # base32: an id of letters only is as real as one with digits
+        dense(_SMALL_ALPHABET, 1),  # base32: an id of letters only is as real as one with digits
     ),
     _d(
         "aws-secret-access-key",
@@ -419,7 +462,7 @@ DETECTORS: tuple[Detector, ...] = (
         "Slack app-level token",
         "slack",
         r"(?P<s>xapp-\d-[A-Z0-9]{9,}-\d{6,}-[a-f0-9]{32,})\b",
-        dense(),
+        dense(_SMALL_ALPHABET),
     ),
     _d(
         "slack-webhook",
@@ -497,14 +540,14 @@ DETECTORS: tuple[Detector, ...] = (
         "Databricks personal access token",
         "databricks",
         r"(?P<s>dapi[a-f0-9]{32}(?:-\d)?)\b",
-        dense(3.0),
+        dense(_SMALL_ALPHABET),
     ),
     _d(
         "databricks-oauth-secret",
         "Databricks OAuth secret",
         "databricks",
         r"(?P<s>dose[a-f0-9]{32})\b",
-        dense(3.0),
+        dense(_SMALL_ALPHABET),
     ),
     _d(
         "datadog",
@@ -515,7 +558,7 @@ DETECTORS: tuple[Detector, ...] = (
             r"datadog|(?<![a-z])(?:dd[_-]api[_-]key|dd[_-]app[_-]key|ddapikey|ddappkey)",
             r"[a-f0-9]{40}|[a-f0-9]{32}",
         ),
-        dense(3.0, 2),
+        dense(_SMALL_ALPHABET, 2),
     ),
     _d(
         "datadog-agent",
@@ -524,7 +567,7 @@ DETECTORS: tuple[Detector, ...] = (
         # datadog.yaml: ``api_key: …`` with ``site: datadoghq.com`` (or .eu, us3...) near it
         r"(?m)^[ \t]*api_key:[ \t]*['\"]?(?P<s>[a-f0-9]{32})['\"]?[ \t]*$"
         r"[\s\S]{0,400}?^[ \t]*site:[ \t]*['\"]?(?:[\w-]+\.)*datadoghq\.",
-        dense(3.0, 2),
+        dense(_SMALL_ALPHABET, 2),
     ),
     _d(
         "azure-client-secret",
@@ -548,7 +591,7 @@ DETECTORS: tuple[Detector, ...] = (
         "Azure OpenAI API key",
         "azure",
         _named(r"azure[_-]?openai|openai[_-]?azure|api-key", r"[a-f0-9]{32}"),
-        dense(3.0, 2),
+        dense(_SMALL_ALPHABET, 2),
     ),
     _d(
         "azure-openai-client",
@@ -558,14 +601,14 @@ DETECTORS: tuple[Detector, ...] = (
         r"(?:openai\.azure\.com|azure_endpoint|AZURE_OPENAI_ENDPOINT|AzureOpenAI\(|AzureChatOpenAI\()"
         r"[\s\S]{0,400}?"
         r"(?i:api[_-]?key)\W{1,5}(?P<s>[a-f0-9]{32})\b",
-        dense(3.0, 2),
+        dense(_SMALL_ALPHABET, 2),
     ),
     _d(
         "wandb-login",
         "Weights & Biases API key",
         "wandb",
         r"wandb\.login\([^)]{0,200}?\bkey\s*=\s*['\"](?P<s>[a-f0-9]{40})['\"]",
-        dense(3.0, 2),
+        dense(_SMALL_ALPHABET, 2),
     ),
     _d(
         "authorization-header",

@@ -20,7 +20,7 @@ import binascii
 import re
 from urllib.parse import unquote
 
-from .._detectors import is_placeholder, shannon_entropy
+from .._detectors import is_placeholder, sayable, shannon_entropy
 
 __all__ = ["KEYWORD_FAMILIES", "LEVELS", "at_least", "comment_line", "demote", "in_docs", "rank"]
 
@@ -39,19 +39,6 @@ _SEQUENCE = re.compile(r"012345|123456|234567|345678|456789|abcdef|qwerty|asdfgh
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _CAMEL = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 _VOWEL = re.compile(r"(?i)[aeiouy]")
-#: four consonants in a row (``y`` among them), three vowels: random letters, unless English
-_CONSONANTS = re.compile(r"(?i)[b-df-hj-np-tv-z]{4,}")
-_DIGRAPH = re.compile(r"(?i)th|ch|sh|ng|ck|ph|st|gh|ght|tch|nd|nt|rt")
-_VOWELS3 = re.compile(r"(?i)[aeiou]{3,}")
-_TRIPHTHONGS = frozenset({"eau", "iou", "uee", "eou", "oui", "uie"})
-#: how English words (and a few of code's) start with two consonants
-_ONSETS = frozenset(
-    re.findall(
-        r"\w+",
-        "bl br ch cl cr dr dw fl fr gh gl gn gr kl kn kr ml ph pl pr ps sc sh sk sl sm sn sp sq st"
-        " sv sw th tr ts tw wh wr",
-    )
-)
 _VERSION_WORDS = frozenset({"alpha", "beta", "rc", "dev", "post"})
 #: an example nearby (``api.example.com`` is a host, not an example)
 _EXAMPLE = re.compile(
@@ -139,27 +126,11 @@ def _words(value: str) -> bool:
 
 def _sayable(pieces: list[str]) -> bool:
     """CamelCase pieces read as words, as random letters rarely do: one short acronym at most
-    (``HTTPS``, ``OAuth``), no five consonants in a row, and a word that starts with two
-    consonants starts as words do (``Str``, ``Pr``; not ``Cf``, ``Vx``)."""
+    (``HTTPS``, ``OAuth``), each other piece a word one can say (:func:`sayable`)."""
     acronyms = [p for p in pieces if len(p) > 1 and p.isupper()]
     if len(acronyms) > 1 or any(len(p) > 5 for p in acronyms):
         return False
-    for p in pieces:
-        if p.isupper() or not p.isalpha():
-            continue
-        if any(not _DIGRAPH.search(run) for run in _CONSONANTS.findall(p)):
-            return False  # ``vjts``; ``ngth``, ``nstr`` are English
-        if any(run.lower() not in _TRIPHTHONGS for run in _VOWELS3.findall(p)):
-            return False  # ``aoda``... ``eau``, ``iou`` are English
-        if len(p) < 2:
-            continue
-        head = p[:2].lower()
-        if len(p) == 2 and not _VOWEL.search(head):
-            return False  # ``Rw``, ``Dv``
-        two_consonants = head[0] not in "aeiou" and head[1] not in "aeiouy"
-        if len(p) > 2 and two_consonants and head not in _ONSETS:
-            return False
-    return True
+    return all(sayable(p) for p in pieces if p.isalpha() and not p.isupper())
 
 
 def _identifier(value: str) -> bool:

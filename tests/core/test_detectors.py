@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import secrets
 import string
+from collections.abc import Callable
 
 import pytest
 from leaseline import InvalidReference, parse
@@ -252,3 +253,69 @@ def test_a_short_stand_in_word_inside_a_long_random_body_is_not_a_stand_in() -> 
     assert find_credential(f'value = "{value}"') is not None
     assert is_placeholder("pcsk_" + "your-key-here")
     assert is_placeholder("sk-" + "your-api-key-" + "0" * 24)
+
+
+def _sparse(n: int, alphabet: str, prefix: str = "") -> str:
+    """Random over a few of ``alphabet``'s symbols: what a random key is one time in ~10,000
+    (an Azure OpenAI key of 32 hex digits, an AWS key id: under 3.0 bits a character)."""
+    while True:
+        few = "".join(secrets.choice(alphabet) for _ in range(7))
+        value = prefix + "".join(secrets.choice(few) for _ in range(n))
+        low = 2.75 <= shannon_entropy(value) < 3.0
+        if (
+            low
+            and any(c.isdigit() for c in value)
+            and any(c.isalpha() for c in value[len(prefix) :])
+            and not is_placeholder(value)
+        ):
+            return value
+
+
+@pytest.mark.parametrize(
+    ("detector_id", "make", "line"),
+    [
+        (
+            "aws-access-key-id",
+            lambda: _sparse(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "AKIA"),
+            'aws_access_key_id = "{}"',
+        ),
+        (
+            "azure-openai-client",
+            lambda: _sparse(32, "0123456789abcdef"),
+            'AzureOpenAI(azure_endpoint="https://x.openai.azure.com", api_key="{}")',
+        ),
+        ("datadog", lambda: _sparse(32, "0123456789abcdef"), "DD_API_KEY={}"),
+        ("databricks-token", lambda: _sparse(32, "0123456789abcdef", "dapi"), 'TOKEN = "{}"'),
+    ],
+)
+def test_a_hex_or_base32_key_under_three_bits_a_character_is_found(
+    detector_id: str, make: Callable[[], str], line: str
+) -> None:
+    """Found as flaky samples (an AWS key id in the scan corpus, an Azure OpenAI key): the
+    density floor was 3.0 bits, which 16- and 32-symbol alphabets fall under by chance."""
+    value = make()
+    text = line.format(value)
+    found = find_credential(text)
+    assert found is not None and (found[0].id, found[1]) == (detector_id, value)
+    findings = Scanner(detect_secrets=False, engine="python").scan_text("settings.py", text)
+    assert [(f.rule, f.secret) for f in findings] == [(detector_id, value)]
+
+
+def test_a_legacy_vault_token_shaped_like_camel_case_is_found() -> None:
+    """A legacy token's body (a sample, one in ~4,000: ``khh`` 4 ``Alkyr`` ``Hdffwx``...) falls into the shape of a
+    method's name (``disableForced4Spaces…``), which the legacy-token check drops as code; its
+    words have no vowels or start as no word does."""
+    cons = "bcdfghjklmnpqrstvwxz"
+
+    def run(n: int) -> str:
+        return "".join(secrets.choice(cons) for _ in range(n))
+
+    while True:
+        body = f"{run(3)}{secrets.randbelow(10)}{run(6).title()}{run(6).title()}{run(7).title()}{secrets.randbelow(10)}"
+        value = f"s.{body}"
+        if shannon_entropy(value) >= 3.5 and not is_placeholder(value):
+            break
+    found = find_credential(f'VAULT_TOKEN = "{value}"')
+    assert found is not None and (found[0].id, found[1]) == ("vault-token-legacy", value)
+    # a method's name is still code
+    assert find_credential("s." + "disableForced4SpacesIndentedSublists") is None
